@@ -1,0 +1,347 @@
+// Command swapctl is the operator's CLI over swapd's admin HTTP API.
+//
+//	swapctl [--server URL] [--token TOKEN] [--json] COMMAND …
+//
+//	station add ID --slots N [--name NAME] [--lat LAT --lon LON]
+//	station list
+//	station show ID
+//	station status ID maintenance|online
+//	user add ID
+//	notify USER_ID --title T --message M [--level info|warning|error]
+//
+// The server URL comes from --server, else SWAPCTL_SERVER, else
+// http://localhost:8000; the admin token from --token, else SWAPCTL_TOKEN,
+// else the file named by --token-file (default ./data/admin.token).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/swapbridge/swapbridge/client"
+	"github.com/swapbridge/swapbridge/wire"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(2)
+		}
+		fmt.Fprintln(os.Stderr, "swapctl:", err)
+		if errors.Is(err, errUsage) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+var errUsage = errors.New("usage")
+
+const usage = `usage: swapctl [--server URL] [--token TOKEN] [--json] COMMAND
+
+commands:
+  station add ID --slots N [--name NAME] [--lat LAT] [--lon LON]
+  station list
+  station show ID
+  station status ID maintenance|online
+  user add ID
+  notify USER_ID --title TITLE --message TEXT [--level info|warning|error]
+
+environment: SWAPCTL_SERVER (default http://localhost:8000), SWAPCTL_TOKEN
+(default: the contents of ./data/admin.token)`
+
+// globals are the flags every command accepts, before or after it.
+type globals struct {
+	server, token, tokenFile string
+	json                     bool
+}
+
+func (g *globals) define(fs *flag.FlagSet) {
+	fs.StringVar(&g.server, "server", g.server, "swapd base `URL` (env SWAPCTL_SERVER)")
+	fs.StringVar(&g.token, "token", g.token, "admin `token` (env SWAPCTL_TOKEN)")
+	fs.StringVar(&g.tokenFile, "token-file", g.tokenFile, "read the admin token from `file`")
+	fs.BoolVar(&g.json, "json", g.json, "print JSON instead of tables")
+}
+
+// parse parses flags and positional arguments in any order.
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	g := &globals{server: getenv("SWAPCTL_SERVER"), token: getenv("SWAPCTL_TOKEN"), tokenFile: "data/admin.token"}
+	if g.server == "" {
+		g.server = "http://localhost:8000"
+	}
+	top := flag.NewFlagSet("swapctl", flag.ContinueOnError)
+	top.SetOutput(stderr)
+	top.Usage = func() { fmt.Fprintln(stderr, usage) }
+	g.define(top)
+	if err := top.Parse(args); err != nil {
+		return err
+	}
+	rest := top.Args()
+	if len(rest) == 0 {
+		fmt.Fprintln(stderr, usage)
+		return fmt.Errorf("%w: a command is required", errUsage)
+	}
+	cmd := rest[0]
+	if (cmd == "station" || cmd == "user") && len(rest) > 1 {
+		cmd += " " + rest[1]
+		rest = rest[2:]
+	} else {
+		rest = rest[1:]
+	}
+	fs := flag.NewFlagSet("swapctl "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	g.define(fs)
+	c := &cli{g: g, out: stdout}
+	switch cmd {
+	case "station add":
+		name := fs.String("name", "", "display name (default: the id)")
+		slots := fs.Int("slots", 0, "number of slots (required)")
+		lat := fs.Float64("lat", 0, "latitude")
+		lon := fs.Float64("lon", 0, "longitude")
+		pos, err := parse(fs, rest)
+		if err != nil {
+			return err
+		}
+		if len(pos) != 1 || *slots == 0 {
+			return fmt.Errorf("%w: station add ID --slots N [--name NAME] [--lat LAT] [--lon LON]", errUsage)
+		}
+		return c.stationAdd(ctx, wire.CreateStationRequest{ID: pos[0], Name: *name, Slots: *slots, Lat: *lat, Lon: *lon})
+	case "station list":
+		if _, err := parse(fs, rest); err != nil {
+			return err
+		}
+		return c.stationList(ctx)
+	case "station show":
+		pos, err := parse(fs, rest)
+		if err != nil {
+			return err
+		}
+		if len(pos) != 1 {
+			return fmt.Errorf("%w: station show ID", errUsage)
+		}
+		return c.stationShow(ctx, pos[0])
+	case "station status":
+		pos, err := parse(fs, rest)
+		if err != nil {
+			return err
+		}
+		if len(pos) != 2 || (pos[1] != "maintenance" && pos[1] != "online") {
+			return fmt.Errorf("%w: station status ID maintenance|online", errUsage)
+		}
+		return c.stationStatus(ctx, pos[0], pos[1])
+	case "user add":
+		pos, err := parse(fs, rest)
+		if err != nil {
+			return err
+		}
+		if len(pos) != 1 {
+			return fmt.Errorf("%w: user add ID", errUsage)
+		}
+		return c.userAdd(ctx, pos[0])
+	case "notify":
+		title := fs.String("title", "", "title")
+		msg := fs.String("message", "", "message")
+		level := fs.String("level", "info", "info, warning or error")
+		pos, err := parse(fs, rest)
+		if err != nil {
+			return err
+		}
+		if len(pos) != 1 {
+			return fmt.Errorf("%w: notify USER_ID --title T --message M", errUsage)
+		}
+		return c.notify(ctx, pos[0], wire.Notification{Title: *title, Message: *msg, Level: *level})
+	case "help":
+		fmt.Fprintln(stdout, usage)
+		return nil
+	}
+	fmt.Fprintln(stderr, usage)
+	return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
+}
+
+type cli struct {
+	g   *globals
+	out io.Writer
+}
+
+func (c *cli) client(admin bool) (*client.Client, error) {
+	tok := c.g.token
+	if tok == "" && admin && c.g.tokenFile != "" {
+		b, err := os.ReadFile(c.g.tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("no admin token: pass --token or set SWAPCTL_TOKEN (could not read %s: %v)", c.g.tokenFile, errors.Unwrap(err))
+		}
+		tok = strings.TrimSpace(string(b))
+	}
+	return client.New(c.g.server, tok), nil
+}
+
+func (c *cli) printJSON(v any) error {
+	enc := json.NewEncoder(c.out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func (c *cli) table(header string, rows [][]string) error {
+	tw := tabwriter.NewWriter(c.out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	return tw.Flush()
+}
+
+func (c *cli) stationAdd(ctx context.Context, req wire.CreateStationRequest) error {
+	cl, err := c.client(true)
+	if err != nil {
+		return err
+	}
+	res, err := cl.CreateStation(ctx, req)
+	if err != nil {
+		return err
+	}
+	if c.g.json {
+		return c.printJSON(res)
+	}
+	fmt.Fprintf(c.out, "station %s provisioned\nsecret: %s\n(the secret is shown only once: put it in the station's stationagent.yaml)\n", res.ID, res.Secret)
+	return nil
+}
+
+func (c *cli) stationList(ctx context.Context) error {
+	cl, err := c.client(false)
+	if err != nil {
+		return err
+	}
+	sts, err := cl.Stations(ctx)
+	if err != nil {
+		return err
+	}
+	if c.g.json {
+		return c.printJSON(sts)
+	}
+	rows := make([][]string, 0, len(sts))
+	for _, s := range sts {
+		rows = append(rows, []string{s.ID, s.Name, s.Status, fmt.Sprint(s.AvailableBatteries), fmt.Sprint(s.BookedBatteries),
+			fmt.Sprint(s.ChargingBatteries), fmt.Sprint(s.EmptySlots), fmt.Sprint(s.FaultedSlots), fmt.Sprint(s.TotalSlots), ago(s.LastSeen)})
+	}
+	return c.table("ID\tNAME\tSTATUS\tAVAIL\tBOOKED\tCHARGING\tEMPTY\tFAULTED\tSLOTS\tLAST SEEN", rows)
+}
+
+func (c *cli) stationShow(ctx context.Context, id string) error {
+	cl, err := c.client(false)
+	if err != nil {
+		return err
+	}
+	s, err := cl.Station(ctx, id)
+	if err != nil {
+		return err
+	}
+	if c.g.json {
+		return c.printJSON(s)
+	}
+	fmt.Fprintf(c.out, "%s (%s) %s, last seen %s\navailable %d, booked %d, charging %d, empty %d, faulted %d of %d slots\n\n",
+		s.ID, s.Name, s.Status, ago(s.LastSeen), s.AvailableBatteries, s.BookedBatteries, s.ChargingBatteries, s.EmptySlots, s.FaultedSlots, s.TotalSlots)
+	rows := make([][]string, 0, len(s.Slots))
+	for _, sl := range s.Slots {
+		bat := sl.Battery()
+		if bat == "" {
+			bat = "-"
+		}
+		lock := "unlocked"
+		if sl.Locked {
+			lock = "locked"
+		}
+		res := ""
+		if sl.Reserved {
+			res = "reserved " + sl.BookingID
+		}
+		rows = append(rows, []string{fmt.Sprint(sl.Slot), bat, fmt.Sprintf("%.1f", sl.SoC), fmt.Sprintf("%.0f", sl.SoH),
+			fmt.Sprintf("%.1f", sl.TempC), sl.Door + "/" + lock, sl.Fault, res})
+	}
+	return c.table("SLOT\tBATTERY\tSOC\tSOH\tTEMP\tDOOR\tFAULT\tBOOKING", rows)
+}
+
+func (c *cli) stationStatus(ctx context.Context, id, status string) error {
+	cl, err := c.client(true)
+	if err != nil {
+		return err
+	}
+	s, err := cl.SetStationStatus(ctx, id, status)
+	if err != nil {
+		return err
+	}
+	if c.g.json {
+		return c.printJSON(s)
+	}
+	fmt.Fprintf(c.out, "station %s is now %s\n", s.ID, s.Status)
+	return nil
+}
+
+func (c *cli) userAdd(ctx context.Context, id string) error {
+	cl, err := c.client(true)
+	if err != nil {
+		return err
+	}
+	res, err := cl.CreateUser(ctx, id)
+	if err != nil {
+		return err
+	}
+	if c.g.json {
+		return c.printJSON(res)
+	}
+	fmt.Fprintf(c.out, "user %s created\ntoken: %s\n(the token is shown only once)\n", res.ID, res.Token)
+	return nil
+}
+
+func (c *cli) notify(ctx context.Context, uid string, n wire.Notification) error {
+	cl, err := c.client(true)
+	if err != nil {
+		return err
+	}
+	if err := cl.Notify(ctx, uid, n); err != nil {
+		return err
+	}
+	if c.g.json {
+		return c.printJSON(map[string]string{"status": "sent"})
+	}
+	fmt.Fprintf(c.out, "notification sent to %s\n", uid)
+	return nil
+}
+
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	d := time.Since(t).Round(time.Second)
+	if d < 0 {
+		d = 0
+	}
+	return d.String() + " ago"
+}
