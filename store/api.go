@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"log/slog"
 	"time"
 )
 
@@ -31,6 +32,8 @@ type Options struct {
 	CompactEvery time.Duration
 	// MaxBatch bounds how many Update calls share one commit; 0 means 1000.
 	MaxBatch int
+	// Logger receives background compaction results; nil discards them.
+	Logger *slog.Logger
 	// NoSync skips fsync (benchmarks comparing against it only; never in
 	// production).
 	NoSync bool

@@ -2,28 +2,244 @@ package store
 
 import (
 	"context"
-	"iter"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// Defaults for the zero values of Options and Retention.
+const (
+	DefaultOpenTimeout  = time.Second
+	DefaultCompactEvery = time.Minute
+	DefaultMaxBatch     = 1000
+	DefaultMaxAge       = 7 * 24 * time.Hour
+	DefaultMaxEvents    = 1_000_000
+)
+
+// Bucket names. Record kinds live in "rec/<kind>" so they can never collide
+// with the store's own buckets.
+var (
+	bucketSys        = []byte("sys")         // lastSeq
+	bucketEvents     = []byte("events")      // be64(seq) → event record
+	bucketIdxStation = []byte("idx_station") // sid 0x00 be64(seq) → ""
+	bucketIdxUser    = []byte("idx_user")    // uid 0x00 be64(seq) → ""
+	bucketStations   = []byte("stations")    // sid → station record
+	bucketUsers      = []byte("users")       // uid → user record
+	bucketTokens     = []byte("user_tokens") // sha256(token) → uid
+	keyLastSeq       = []byte("last_seq")    // be64
+	knownKinds       = []Kind{KindStationState, KindBooking, KindUserBooking, KindCommand, KindMeta}
+	internalBuckets  = [][]byte{bucketSys, bucketEvents, bucketIdxStation, bucketIdxUser, bucketStations, bucketUsers, bucketTokens}
+	recBucketPrefix  = "rec/"
+	errTxDone        = errors.New("store: transaction used after its fn returned")
+	errReadOnly      = errors.New("store: write in a read-only transaction")
+	errUpdateInPanic = errors.New("store: update fn panicked")
 )
 
 // Store is the durable state of swapd. It is safe for concurrent use.
 type Store struct {
-	// TODO(store): bbolt handle, committer goroutine, listener, seq counter.
+	db   *bolt.DB
+	path string
+	opts Options
+	log  *slog.Logger
+
+	lastSeq  atomic.Uint64 // newest durable seq; stored after each commit
+	firstSeq atomic.Uint64 // oldest retained seq; see FirstSeq
+
+	listener atomic.Pointer[func([]Event)]
+
+	// Group commit queue, guarded by mu. The committer goroutine waits on
+	// cond for work or for closed.
+	mu     sync.Mutex
+	cond   *sync.Cond
+	queue  []*request
+	closed bool
+
+	// last is the committer's own copy of the newest committed seq; only the
+	// committer goroutine touches it.
+	last uint64
+
+	compactMu sync.Mutex // one compaction at a time
+
+	stop      chan struct{} // closed by Close
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
 }
 
-// Open opens (creating if needed) the bbolt file at path. If another process
-// holds it, Open fails within Options.OpenTimeout with an error wrapping
-// ErrLocked that names the path.
-func Open(path string, opts Options) (*Store, error) { panic("unimplemented") }
+// Open opens (creating if needed) the bbolt file at path, creating its
+// directory if missing. If another process (or another Store in this
+// process) holds it, Open fails within Options.OpenTimeout with an error
+// wrapping ErrLocked that names the path.
+func Open(path string, opts Options) (*Store, error) {
+	opts = opts.withDefaults()
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:      opts.OpenTimeout,
+		NoSync:       opts.NoSync,
+		FreelistType: bolt.FreelistMapType,
+	})
+	if err != nil {
+		if errors.Is(err, bolterrors.ErrTimeout) {
+			return nil, fmt.Errorf("store: open %s: %w (waited %s for the file lock; is another swapd running on this data dir?)", path, ErrLocked, opts.OpenTimeout)
+		}
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	s := &Store{
+		db:   db,
+		path: path,
+		opts: opts,
+		log:  opts.Logger,
+		stop: make(chan struct{}),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.cond = sync.NewCond(&s.mu)
+	if err := s.init(); err != nil {
+		s.cancel()
+		db.Close()
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	s.wg.Add(2)
+	go s.commitLoop()
+	go s.retentionLoop()
+	return s, nil
+}
+
+func (o Options) withDefaults() Options {
+	if o.OpenTimeout <= 0 {
+		o.OpenTimeout = DefaultOpenTimeout
+	}
+	if o.CompactEvery <= 0 {
+		o.CompactEvery = DefaultCompactEvery
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = DefaultMaxBatch
+	}
+	if o.Retention.MaxAge == 0 {
+		o.Retention.MaxAge = DefaultMaxAge
+	}
+	if o.Retention.MaxEvents == 0 {
+		o.Retention.MaxEvents = DefaultMaxEvents
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return o
+}
+
+// init creates the buckets and loads the seq counters.
+func (s *Store) init() error {
+	return s.db.Update(func(btx *bolt.Tx) error {
+		for _, name := range internalBuckets {
+			if _, err := btx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		for _, k := range knownKinds {
+			if _, err := btx.CreateBucketIfNotExists(recBucket(k)); err != nil {
+				return fmt.Errorf("create bucket for %s: %w", k, err)
+			}
+		}
+		var last uint64
+		if v := btx.Bucket(bucketSys).Get(keyLastSeq); v != nil {
+			if len(v) != 8 {
+				return fmt.Errorf("corrupt last_seq (%d bytes)", len(v))
+			}
+			last = binary.BigEndian.Uint64(v)
+		}
+		c := btx.Bucket(bucketEvents).Cursor()
+		var first uint64
+		if k, _ := c.First(); k != nil {
+			if len(k) != 8 {
+				return fmt.Errorf("corrupt event key (%d bytes)", len(k))
+			}
+			first = binary.BigEndian.Uint64(k)
+			// Defensive: the persisted counter is authoritative, but it can
+			// never be below an existing key.
+			lk, _ := c.Last()
+			if n := binary.BigEndian.Uint64(lk); n > last {
+				last = n
+			}
+		} else if last > 0 {
+			first = last + 1 // everything was compacted
+		}
+		s.last = last
+		s.lastSeq.Store(last)
+		s.firstSeq.Store(first)
+		return nil
+	})
+}
+
+// Path returns the file the store was opened on.
+func (s *Store) Path() string { return s.path }
 
 // Close stops the committer and retention goroutines, fails pending Updates
-// with ErrClosed, and closes the file. It is idempotent.
-func (s *Store) Close() error { panic("unimplemented") }
+// with ErrClosed, and closes the file. It is idempotent; every call returns
+// the result of the first.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.cond.Broadcast()
+		s.mu.Unlock()
+		close(s.stop)
+		s.cancel()
+		s.wg.Wait()
+		if err := s.db.Close(); err != nil {
+			s.closeErr = fmt.Errorf("store: close %s: %w", s.path, err)
+		}
+	})
+	return s.closeErr
+}
 
 // SetCommitListener sets fn to be called after every durable commit that
 // appended events, with those events in seq order, from the committer
 // goroutine (so calls are serialized and seqs across calls increase). fn must
-// not block and must not call Update. Call before the first Update.
-func (s *Store) SetCommitListener(fn func(events []Event)) { panic("unimplemented") }
+// not block, must not call Update, and must not modify the events (their
+// Data is shared with the Update callers). Call before the first Update; a
+// nil fn removes the listener.
+func (s *Store) SetCommitListener(fn func(events []Event)) {
+	if fn == nil {
+		s.listener.Store(nil)
+		return
+	}
+	s.listener.Store(&fn)
+}
+
+// request states: the committer claims a queued request before running its
+// fn; a caller whose ctx ends claims it first to withdraw it.
+const (
+	stateQueued int32 = iota
+	stateRunning
+	stateWithdrawn
+)
+
+type request struct {
+	ctx    context.Context
+	fn     func(*Tx) error
+	state  atomic.Int32
+	events []Event
+	err    error
+	done   chan struct{}
+}
+
+func (r *request) reply(events []Event, err error) {
+	r.events, r.err = events, err
+	close(r.done)
+}
 
 // Update runs fn in a group-committed read-write transaction and returns once
 // the transaction is durably on disk, with the events fn appended (Seq and
@@ -31,85 +247,223 @@ func (s *Store) SetCommitListener(fn func(events []Event)) { panic("unimplemente
 // error is returned. fn may run more than once (when another caller's fn in
 // the same batch fails, the batch is retried without it), so it must not
 // have side effects outside tx until Update returns.
+//
+// If ctx ends before fn has started, Update returns ctx.Err() and fn never
+// runs; once fn runs, Update waits for the commit. After Close it returns
+// ErrClosed. A panic in fn is recovered and returned as an error.
 func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) ([]Event, error) {
-	panic("unimplemented")
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	r := &request{ctx: ctx, fn: fn, done: make(chan struct{})}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	s.queue = append(s.queue, r)
+	if len(s.queue) == 1 {
+		s.cond.Signal()
+	}
+	s.mu.Unlock()
+
+	select {
+	case <-r.done:
+		return r.events, r.err
+	case <-ctx.Done():
+		if r.state.CompareAndSwap(stateQueued, stateWithdrawn) {
+			return nil, ctx.Err()
+		}
+		<-r.done // fn is running in a batch: wait for its outcome
+		return r.events, r.err
+	}
 }
 
-// View runs fn in a read-only transaction.
-func (s *Store) View(fn func(tx *Tx) error) error { panic("unimplemented") }
+// commitLoop is the committer goroutine: it takes whatever is queued (up to
+// MaxBatch) and commits it in one transaction, then immediately looks again.
+func (s *Store) commitLoop() {
+	defer s.wg.Done()
+	batch := make([]*request, 0, 64)
+	for {
+		s.mu.Lock()
+		for len(s.queue) == 0 && !s.closed {
+			s.cond.Wait()
+		}
+		if s.closed {
+			pending := s.queue
+			s.queue = nil
+			s.mu.Unlock()
+			for _, r := range pending {
+				if r.state.CompareAndSwap(stateQueued, stateRunning) {
+					r.reply(nil, ErrClosed)
+				}
+			}
+			return
+		}
+		n := min(len(s.queue), s.opts.MaxBatch)
+		batch = append(batch[:0], s.queue[:n]...)
+		rest := copy(s.queue, s.queue[n:])
+		clear(s.queue[rest:])
+		s.queue = s.queue[:rest]
+		s.mu.Unlock()
 
-// Tx is a transaction handed to Update or View fns. It must not be used after
-// fn returns.
-type Tx struct {
-	// TODO(store)
+		s.runBatch(batch)
+		clear(batch)
+	}
 }
 
-// Append adds ev to the event log, assigning ev.Seq and building ev.Data.
-// Read-write transactions only.
-func (tx *Tx) Append(ev *Event) error { panic("unimplemented") }
-
-// Get returns the value stored under key in kind's bucket, or ErrNotFound.
-// The slice is valid only during the transaction.
-func (tx *Tx) Get(kind Kind, key string) ([]byte, error) { panic("unimplemented") }
-
-// Put stores value under key. The store copies value.
-func (tx *Tx) Put(kind Kind, key string, value []byte) error { panic("unimplemented") }
-
-// Delete removes key; missing keys are not an error.
-func (tx *Tx) Delete(kind Kind, key string) error { panic("unimplemented") }
-
-// Scan calls fn for every key with the prefix, in key order, until fn returns
-// false. Values are valid only during the call.
-func (tx *Tx) Scan(kind Kind, prefix string, fn func(key string, value []byte) bool) error {
-	panic("unimplemented")
+// runBatch commits the requests of one batch, dropping withdrawn ones and
+// retrying without any whose fn fails.
+func (s *Store) runBatch(batch []*request) {
+	live := batch[:0]
+	for _, r := range batch {
+		if !r.state.CompareAndSwap(stateQueued, stateRunning) {
+			continue // withdrawn; its caller has returned
+		}
+		if err := r.ctx.Err(); err != nil {
+			r.reply(nil, err)
+			continue
+		}
+		live = append(live, r)
+	}
+	for len(live) > 0 {
+		failed, err := s.tryCommit(live)
+		if failed >= 0 {
+			live[failed].reply(nil, err)
+			live = append(live[:failed], live[failed+1:]...)
+			continue
+		}
+		if err != nil {
+			for _, r := range live {
+				r.reply(nil, err)
+			}
+		}
+		return
+	}
 }
 
-// Station returns the provisioned station or ErrNotFound.
-func (tx *Tx) Station(id string) (Station, error) { panic("unimplemented") }
-
-// CreateStation provisions st; ErrExists if the id is taken.
-func (s *Store) CreateStation(ctx context.Context, st Station) error { panic("unimplemented") }
-
-// Station returns the provisioned station or ErrNotFound.
-func (s *Store) Station(id string) (Station, error) { panic("unimplemented") }
-
-// Stations returns every provisioned station, ordered by id.
-func (s *Store) Stations() ([]Station, error) { panic("unimplemented") }
-
-// StationSecretHash returns the SHA-256 of the station's secret, or
-// ErrNotFound. It is what the broker's auth cache loads from.
-func (s *Store) StationSecretHash(id string) ([32]byte, error) { panic("unimplemented") }
-
-// CreateUser adds u; ErrExists if the id is taken.
-func (s *Store) CreateUser(ctx context.Context, u User) error { panic("unimplemented") }
-
-// User returns the user or ErrNotFound.
-func (s *Store) User(id string) (User, error) { panic("unimplemented") }
-
-// UserByTokenHash returns the user whose token hashes to h, or ErrNotFound.
-func (s *Store) UserByTokenHash(h [32]byte) (User, error) { panic("unimplemented") }
-
-// LastSeq returns the seq of the newest event (0 for an empty log).
-func (s *Store) LastSeq() uint64 { panic("unimplemented") }
-
-// FirstSeq returns the seq of the oldest retained event (0 for an empty
-// log). Events with seq below it were compacted.
-func (s *Store) FirstSeq() uint64 { panic("unimplemented") }
-
-// EventsAfter returns up to limit events of ch with seq > since, in seq order
-// (limit ≤ 0 means no limit). If retention removed events after since (since
-// < FirstSeq()-1), it returns ErrCompacted. Per-station and per-user reads
-// use their indexes and do not scan other channels' events.
-func (s *Store) EventsAfter(ch Channel, since uint64, limit int) ([]Event, error) {
-	panic("unimplemented")
+// tryCommit runs every fn of live in one bolt transaction and commits it. If
+// a fn fails it rolls back and returns that fn's index and error; a failure
+// to begin or commit returns index -1 and the error. On success it publishes
+// the new seq, calls the listener and replies to every caller.
+func (s *Store) tryCommit(live []*request) (int, error) {
+	btx, err := s.db.Begin(true)
+	if err != nil {
+		return -1, fmt.Errorf("store: begin: %w", mapBoltErr(err))
+	}
+	seq := s.last
+	nEvents := 0
+	for i, r := range live {
+		t := &Tx{btx: btx, seq: &seq, writable: true}
+		err := callFn(r.fn, t)
+		t.btx = nil
+		if err != nil {
+			_ = btx.Rollback()
+			return i, err
+		}
+		r.events = t.events
+		nEvents += len(t.events)
+	}
+	if seq != s.last {
+		var v [8]byte
+		binary.BigEndian.PutUint64(v[:], seq)
+		if err := btx.Bucket(bucketSys).Put(keyLastSeq, v[:]); err != nil {
+			_ = btx.Rollback()
+			return -1, fmt.Errorf("store: persist seq %d: %w", seq, err)
+		}
+	}
+	if err := btx.Commit(); err != nil {
+		return -1, fmt.Errorf("store: commit: %w", mapBoltErr(err))
+	}
+	prev := s.last
+	s.last = seq
+	s.lastSeq.Store(seq)
+	if seq > prev {
+		s.firstSeq.CompareAndSwap(0, prev+1)
+	}
+	if nEvents > 0 {
+		if lp := s.listener.Load(); lp != nil {
+			all := live[0].events
+			if len(all) != nEvents {
+				all = make([]Event, 0, nEvents)
+				for _, r := range live {
+					all = append(all, r.events...)
+				}
+			}
+			(*lp)(all)
+		}
+	}
+	for _, r := range live {
+		r.reply(r.events, nil)
+	}
+	return -1, nil
 }
 
-// Events iterates over ch's events with seq > since in order, for long reads
-// (replay, export) without holding them all in memory.
-func (s *Store) Events(ch Channel, since uint64) iter.Seq2[Event, error] {
-	panic("unimplemented")
+func callFn(fn func(*Tx) error, t *Tx) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: %v", errUpdateInPanic, p)
+		}
+	}()
+	return fn(t)
 }
 
-// Compact applies the retention policy now and reports how many events it
-// removed. It also runs by itself every Options.CompactEvery.
-func (s *Store) Compact(ctx context.Context) (int, error) { panic("unimplemented") }
+// View runs fn in a read-only transaction. It does not wait for the
+// committer; it sees the last committed state.
+func (s *Store) View(fn func(tx *Tx) error) error {
+	btx, err := s.db.Begin(false)
+	if err != nil {
+		return mapBoltErr(err)
+	}
+	defer btx.Rollback()
+	t := &Tx{btx: btx}
+	err = fn(t)
+	t.btx = nil
+	return err
+}
+
+// view is View for the store's own read paths, on the raw bolt tx.
+func (s *Store) view(fn func(btx *bolt.Tx) error) error {
+	btx, err := s.db.Begin(false)
+	if err != nil {
+		return mapBoltErr(err)
+	}
+	defer btx.Rollback()
+	return fn(btx)
+}
+
+func mapBoltErr(err error) error {
+	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+		return ErrClosed
+	}
+	return err
+}
+
+// LastSeq returns the seq of the newest durable event (0 for an empty log).
+func (s *Store) LastSeq() uint64 { return s.lastSeq.Load() }
+
+// FirstSeq returns the seq of the oldest retained event, 0 for a log that
+// never had an event. Events with seq below it were compacted. When
+// retention removed every event, it is LastSeq()+1.
+func (s *Store) FirstSeq() uint64 { return s.firstSeq.Load() }
+
+func (s *Store) retentionLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.opts.CompactEvery)
+	defer t.Stop()
+	ctx := s.ctx // cancelled by Close, so a running compaction stops early
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			n, err := s.Compact(ctx)
+			switch {
+			case err != nil && ctx.Err() == nil:
+				s.log.Error("store compaction failed", "path", s.path, "removed", n, "err", err)
+			case n > 0:
+				s.log.Debug("store compaction", "path", s.path, "removed", n, "first_seq", s.FirstSeq())
+			}
+		}
+	}
+}
