@@ -1,0 +1,60 @@
+// Package broker is the embedded MQTT broker of swapd: it wraps mochi-mqtt v2
+// and owns the station-facing side of the contract's MQTT section.
+//
+// It owns:
+//   - the TCP listener and the optional TLS listener (cert and key files);
+//   - station authentication: deny by default; a CONNECT succeeds only when
+//     client id == username == a valid, provisioned station id and the
+//     SHA-256 of the password equals the stored secret hash (constant-time
+//     compare). Hashes are cached; unknown ids are cached briefly;
+//     Invalidate drops an entry after provisioning or rotation;
+//   - the per-station ACL, an O(1), allocation-free check run on every
+//     publish, subscribe and delivery: a station may publish only to its own
+//     swap/v1/stations/{sid}/status|telemetry|ack and subscribe only to its
+//     own swap/v1/stations/{sid}/cmd. Server-side publishes (SendToStation,
+//     through mochi's inline client) bypass it. A Will must name one of the
+//     station's own publish topics or the CONNECT is refused;
+//   - finite limits: packet size (64 KiB payload plus header room), inbound
+//     and outbound QoS windows, pending writes per client, keepalive, session
+//     and message expiry, connection count and a deadline for the CONNECT;
+//   - Prometheus counters for refused connects (by reason), denied
+//     publishes and subscribes, oversized packets and handler failures, and a
+//     gauge of connected stations.
+//
+// Only stations and the inline client use this broker; there are no other
+// MQTT users. Station publishes still follow normal MQTT semantics
+// (retained status, delivery to any permitted subscriber), but no station is
+// permitted to subscribe to another station's topics, so in practice the
+// Handler is their only consumer.
+//
+// # Handler
+//
+// The bridge implements Handler. HandlePublish runs synchronously on the
+// publishing connection's goroutine before the PUBACK is written, so a QoS 1
+// publish is acknowledged only after the handler returned nil. If it returns
+// an error, the packet is not acknowledged, not delivered and not retained,
+// and the connection is closed (MQTT 5 clients first get a DISCONNECT with
+// reason 0x83); the station resends the message after reconnecting. Such a
+// disconnect does not publish the station's Will.
+//
+// A station's Will (its status topic, {"online":false,...}) is delivered to
+// subscribers and retained as usual and also passed to HandlePublish when
+// the connection ends abnormally, unless a newer connection of the same
+// station has already been established. Will delay intervals are ignored
+// (the Will is sent at once).
+//
+// StationConnected and StationDisconnected are called with an internal lock
+// held so that they arrive in order; they must not block. For a station
+// reconnecting over a half-open connection, the order is always consistent:
+// the last call reflects the live session.
+//
+// # Blocking
+//
+// Start binds the listeners and returns; connections are served in the
+// background. Close stops the listeners, disconnects every client and waits
+// for all connection goroutines, including running Handler calls; once Close
+// has begun no further Will or StationDisconnected is reported, and after it
+// returns no Handler method runs. SendToStation does not block on the
+// network: it queues the message for the station's connection (or its
+// persistent session) and returns. Invalidate and the accessors do not block.
+package broker

@@ -1,0 +1,166 @@
+package broker
+
+import (
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/swapbridge/swapbridge/wire"
+)
+
+// hook plugs the broker's auth, ACL, limits and Handler into mochi. Every
+// method runs on the goroutine of the client concerned.
+type hook struct {
+	mqtt.HookBase
+	b *Broker
+}
+
+func (h *hook) ID() string { return "swapd-stations" }
+
+func (h *hook) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish,
+		mqtt.OnWillSent, mqtt.OnSessionEstablished, mqtt.OnDisconnect:
+		return true
+	}
+	return false
+}
+
+// OnConnect clamps what the client asked for before authentication: the
+// Will is sent without delay and the keepalive is bounded.
+func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	cl.Properties.Will.WillDelayInterval = 0
+	maxKA := uint16(h.b.cfg.MaxKeepalive.Seconds())
+	if cl.State.Keepalive == 0 || cl.State.Keepalive > maxKA {
+		cl.State.Keepalive = maxKA
+		cl.State.ServerKeepalive = true
+	}
+	return nil
+}
+
+// OnConnectAuthenticate is the deny-by-default station authentication. A
+// refusal makes mochi answer with CONNACK "bad username or password" (MQTT
+// 5, 0x86) or "not authorized" (MQTT 3.1.1, 5).
+func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	reason, err := h.b.creds.authenticate(cl.ID, pk.Connect.Username, pk.Connect.Password, pk.Connect.PasswordFlag)
+	if reason == "" && pk.Connect.WillFlag &&
+		(!allowed(cl.ID, pk.Connect.WillTopic, true) || len(pk.Connect.WillPayload) > wire.MaxPayload) {
+		reason = ReasonWillDenied
+	}
+	if reason == "" {
+		return true
+	}
+	h.b.m.refused[reason].Inc()
+	if err != nil {
+		h.b.log.Warn("mqtt connect refused", "client", cl.ID, "remote", cl.Net.Remote, "reason", reason, "error", err)
+	} else {
+		h.b.log.Info("mqtt connect refused", "client", cl.ID, "remote", cl.Net.Remote, "reason", reason)
+	}
+	return false
+}
+
+// OnACLCheck runs on every publish, subscribe and delivery. The inline
+// client is never checked by mochi for its publishes; it is allowed here
+// for completeness.
+func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	if cl.Net.Inline || allowed(cl.ID, topic, write) {
+		return true
+	}
+	if write {
+		h.b.m.pubDenied.Inc()
+	} else {
+		h.b.m.subDenied.Inc()
+	}
+	h.b.log.Debug("mqtt acl denied", "client", cl.ID, "topic", topic, "write", write)
+	return false
+}
+
+// OnPublish hands a station publish to the Handler before mochi
+// acknowledges it. Returning ErrRejectPacket makes mochi drop the packet
+// without PUBACK, retain or delivery; the connection is closed first, so
+// the station resends after reconnecting.
+func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil
+	}
+	// The ACL already ran on the topic as sent; check the effective one
+	// again (it is also where the kind comes from).
+	sid, kind, ok := wire.ParseTopic(pk.TopicName)
+	if !ok || sid != cl.ID || kind == wire.KindCmd {
+		h.b.m.pubDenied.Inc()
+		return pk, packets.ErrRejectPacket
+	}
+	if len(pk.Payload) > wire.MaxPayload {
+		h.b.m.oversized.Inc()
+		h.b.log.Info("mqtt payload too large", "client", cl.ID, "topic", pk.TopicName, "bytes", len(pk.Payload))
+		h.b.dropClient(cl, packets.ErrPacketTooLarge)
+		return pk, packets.ErrRejectPacket
+	}
+	hd := h.b.handler
+	if hd == nil {
+		return pk, nil
+	}
+	if err := hd.HandlePublish(sid, kind, pk.Payload); err != nil {
+		h.b.m.handlerErrors.Inc()
+		h.b.log.Warn("station publish not accepted; disconnecting", "station", sid, "kind", string(kind), "error", err)
+		h.b.dropClient(cl, packets.ErrImplementationSpecificError)
+		return pk, packets.ErrRejectPacket
+	}
+	return pk, nil
+}
+
+// OnWillSent passes a station's Will, already published and retained by
+// mochi, to the Handler if the connection it belongs to is still the
+// station's live one.
+func (h *hook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
+	hd := h.b.handler
+	if cl.Net.Inline || hd == nil || h.b.closing.Load() {
+		return
+	}
+	sid, kind, ok := wire.ParseTopic(pk.TopicName)
+	if !ok || sid != cl.ID {
+		return
+	}
+	h.b.mu.Lock()
+	current := h.b.sessions[sid] == cl
+	h.b.mu.Unlock()
+	if !current {
+		return
+	}
+	if err := hd.HandlePublish(sid, kind, pk.Payload); err != nil {
+		h.b.m.handlerErrors.Inc()
+		h.b.log.Warn("station will not accepted", "station", sid, "kind", string(kind), "error", err)
+	}
+}
+
+// OnSessionEstablished records cl as the station's live connection, after
+// the CONNACK and before any of its packets is read.
+func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	if cl.Net.Inline {
+		return
+	}
+	h.b.mu.Lock()
+	defer h.b.mu.Unlock()
+	h.b.sessions[cl.ID] = cl
+	h.b.m.connected.Set(float64(len(h.b.sessions)))
+	if hd := h.b.handler; hd != nil && !h.b.closing.Load() {
+		hd.StationConnected(cl.ID)
+	}
+}
+
+// OnDisconnect reports the end of the station's live connection; the end
+// of a connection already replaced by a newer one is not reported.
+func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	if cl.Net.Inline {
+		return
+	}
+	h.b.mu.Lock()
+	defer h.b.mu.Unlock()
+	if h.b.sessions[cl.ID] != cl {
+		return
+	}
+	delete(h.b.sessions, cl.ID)
+	h.b.m.connected.Set(float64(len(h.b.sessions)))
+	if hd := h.b.handler; hd != nil && !h.b.closing.Load() {
+		hd.StationDisconnected(cl.ID)
+	}
+}
