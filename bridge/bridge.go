@@ -1,0 +1,605 @@
+package bridge
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/swapbridge/swapbridge/store"
+	"github.com/swapbridge/swapbridge/wire"
+)
+
+// Sentinel errors, returned wrapped with context; compare with errors.Is.
+var (
+	// ErrStationNotFound: no provisioned station has that id.
+	ErrStationNotFound = errors.New("bridge: station not found")
+	// ErrNoBatteryAvailable: the station has no bookable battery.
+	ErrNoBatteryAvailable = errors.New("bridge: no battery available")
+	// ErrBookingNotFound: no such booking, or it belongs to someone else.
+	ErrBookingNotFound = errors.New("bridge: booking not found")
+	// ErrBookingState: the booking's status does not allow the request.
+	ErrBookingState = errors.New("bridge: booking state does not allow this")
+	// ErrBadRequest: an argument is invalid.
+	ErrBadRequest = errors.New("bridge: bad request")
+	// ErrClosed: the bridge was closed (or not started).
+	ErrClosed = errors.New("bridge: closed")
+)
+
+// CommandSender delivers a command payload to a station (QoS 1 on its cmd
+// topic). The broker implements it. It should not block for long; the bridge
+// calls it from its own sender goroutine only.
+type CommandSender interface {
+	SendToStation(sid string, payload []byte) error
+}
+
+// Command record states (store.KindCommand).
+const (
+	cmdQueued = "queued"
+	cmdSent   = "sent"
+	cmdAcked  = "acked"
+	cmdFailed = "failed"
+)
+
+// commandRec is a persisted command to a station.
+type commandRec struct {
+	Cmd       wire.Command `json:"cmd"`
+	StationID string       `json:"sid"`
+	State     string       `json:"state"`
+	Attempts  int          `json:"n,omitempty"`
+	Created   time.Time    `json:"created"`
+	Deadline  time.Time    `json:"deadline"`
+	Error     string       `json:"err,omitempty"`
+	// NextAt is the next retry (memory only).
+	NextAt time.Time `json:"-"`
+}
+
+func (c *commandRec) pending() bool { return c.State == cmdQueued || c.State == cmdSent }
+
+// station is the in-memory cache of one station, serialized by mu. mu is
+// held across the store commit of every change to the station, its bookings
+// and its commands.
+type station struct {
+	mu       sync.Mutex
+	info     store.Station
+	st       StationState
+	cmds     map[string]*commandRec // pending commands by id
+	lastSnap time.Time              // last snapshot request (throttle)
+	// reconnected is set by StationConnected; the next tick resends every
+	// pending command.
+	reconnected atomic.Bool
+}
+
+// Bridge turns station messages into state, events and bookings. See the
+// package documentation.
+type Bridge struct {
+	cfg   Config
+	m     machine
+	store *store.Store
+	cmds  CommandSender
+	log   *slog.Logger
+
+	mu       sync.RWMutex
+	stations map[string]*station
+
+	sendq     chan sendReq
+	done      chan struct{}
+	wg        sync.WaitGroup
+	startOnce sync.Once
+	closeOnce sync.Once
+	started   bool
+}
+
+type sendReq struct {
+	sid, cmdID string // cmdID empty: not persisted (snapshot)
+	payload    []byte
+}
+
+// New builds a Bridge over an open store. cmds delivers commands to
+// stations. Call Start before use.
+func New(cfg Config, st *store.Store, cmds CommandSender) (*Bridge, error) {
+	if st == nil {
+		return nil, fmt.Errorf("%w: nil store", ErrBadRequest)
+	}
+	if cmds == nil {
+		return nil, fmt.Errorf("%w: nil command sender", ErrBadRequest)
+	}
+	cfg = cfg.withDefaults()
+	if cfg.ReadySoC > 100 || cfg.MinSoH > 100 {
+		return nil, fmt.Errorf("%w: ready soc and soh floor must be ≤ 100", ErrBadRequest)
+	}
+	b := &Bridge{
+		cfg:   cfg,
+		store: st,
+		cmds:  cmds,
+		log:   cfg.Logger,
+		m: machine{thresholds{
+			readySoC: cfg.ReadySoC, minSoH: cfg.MinSoH, maxTempC: cfg.MaxTempC,
+			hold: cfg.BookingHold, chargeWait: cfg.ChargeWait,
+		}},
+		stations: make(map[string]*station),
+		sendq:    make(chan sendReq, cfg.SendQueue),
+		done:     make(chan struct{}),
+	}
+	return b, nil
+}
+
+// Start loads stations, their state and pending commands from the store and
+// starts the sender and timer goroutines. Timers (hold expiry, retries,
+// liveness) resume from the stored deadlines.
+func (b *Bridge) Start(ctx context.Context) error {
+	err := fmt.Errorf("bridge: already started")
+	b.startOnce.Do(func() { err = b.start(ctx) })
+	return err
+}
+
+func (b *Bridge) start(ctx context.Context) error {
+	select {
+	case <-b.done:
+		return ErrClosed
+	default:
+	}
+	infos, err := b.store.Stations()
+	if err != nil {
+		return fmt.Errorf("bridge: load stations: %w", err)
+	}
+	now := b.cfg.Clock()
+	var purge []string
+	err = b.store.View(func(tx *store.Tx) error {
+		for _, info := range infos {
+			s := &station{info: info, cmds: make(map[string]*commandRec)}
+			raw, err := tx.Get(store.KindStationState, info.ID)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				s.st = newStation(info.ID, info.Slots)
+				s.st.Inv = b.m.inventory(&s.st)
+			case err != nil:
+				return fmt.Errorf("station %s: %w", info.ID, err)
+			default:
+				if err := json.Unmarshal(raw, &s.st); err != nil {
+					return fmt.Errorf("station %s: decode state: %w", info.ID, err)
+				}
+				if len(s.st.Slots) < info.Slots {
+					s.st.Slots = append(s.st.Slots, make([]SlotState, info.Slots-len(s.st.Slots))...)
+				}
+			}
+			b.stations[info.ID] = s
+		}
+		return tx.Scan(store.KindCommand, "", func(key string, value []byte) bool {
+			var c commandRec
+			if err := json.Unmarshal(value, &c); err != nil {
+				b.log.Warn("bridge: undecodable command record", "id", key, "err", err)
+				purge = append(purge, key)
+				return true
+			}
+			s := b.stations[c.StationID]
+			switch {
+			case c.pending() && s != nil:
+				c.NextAt = now
+				if c.Deadline.Before(now.Add(b.cfg.CommandRetry)) {
+					c.Deadline = now.Add(b.cfg.CommandRetry)
+				}
+				s.cmds[key] = &c
+			case !c.pending() && now.Sub(c.Created) > b.cfg.CommandKeep, s == nil:
+				purge = append(purge, key)
+			}
+			return true
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("bridge: load state: %w", err)
+	}
+	if len(purge) > 0 {
+		_, err := b.store.Update(ctx, func(tx *store.Tx) error {
+			for _, k := range purge {
+				if err := tx.Delete(store.KindCommand, k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("bridge: purge old commands: %w", err)
+		}
+	}
+	b.started = true
+	b.wg.Add(2)
+	go b.sender()
+	go b.ticker()
+	return nil
+}
+
+// Close stops the goroutines and waits for them. It is idempotent. It does
+// not close the store.
+func (b *Bridge) Close() error {
+	b.closeOnce.Do(func() {
+		close(b.done)
+		b.wg.Wait()
+	})
+	return nil
+}
+
+func (b *Bridge) closed() bool {
+	select {
+	case <-b.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// station returns the station, loading a station provisioned since Start.
+func (b *Bridge) station(sid string) (*station, error) {
+	b.mu.RLock()
+	s := b.stations[sid]
+	b.mu.RUnlock()
+	if s != nil {
+		return s, nil
+	}
+	if !wire.ValidID(sid) {
+		return nil, fmt.Errorf("%w: %q", ErrStationNotFound, sid)
+	}
+	info, err := b.store.Station(sid)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %s", ErrStationNotFound, sid)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bridge: station %s: %w", sid, err)
+	}
+	return b.addStation(info), nil
+}
+
+func (b *Bridge) addStation(info store.Station) *station {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if s := b.stations[info.ID]; s != nil {
+		return s
+	}
+	s := &station{info: info, cmds: make(map[string]*commandRec)}
+	s.st = newStation(info.ID, info.Slots)
+	s.st.Inv = b.m.inventory(&s.st)
+	b.stations[info.ID] = s
+	return s
+}
+
+// StationExists reports whether sid is a provisioned station.
+func (b *Bridge) StationExists(sid string) bool {
+	_, err := b.station(sid)
+	return err == nil
+}
+
+func (b *Bridge) allStations() []*station {
+	b.mu.RLock()
+	out := make([]*station, 0, len(b.stations))
+	for _, s := range b.stations {
+		out = append(out, s)
+	}
+	b.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].info.ID < out[j].info.ID })
+	return out
+}
+
+// newID returns a unique id: prefix, 10 chars of time, 8 of randomness;
+// ids sort by creation time.
+func newID(prefix string, now time.Time) string {
+	var buf [11]byte
+	binary.BigEndian.PutUint64(buf[:8], uint64(now.UnixNano()))
+	_, _ = rand.Read(buf[8:])
+	return prefix + idEnc.EncodeToString(buf[2:])
+}
+
+var idEnc = base32.NewEncoding("0123456789abcdefghijklmnopqrstuv").WithPadding(base32.NoPadding)
+
+// change is one commit of a station's transition.
+type change struct {
+	next StationState
+	eff  effects
+	// cmdUpdates are existing command records whose state changes.
+	cmdUpdates []*commandRec
+	// extra runs inside the transaction after the rest (may be nil).
+	extra func(tx *store.Tx) error
+}
+
+// commit persists a transition of s (whose mu the caller holds): the next
+// state, new commands, booking changes, command updates and the events, in
+// one store Update. Only after it succeeded is the cache updated and are the
+// commands handed to the sender.
+func (b *Bridge) commit(ctx context.Context, s *station, c *change, now time.Time) error {
+	stateJSON, err := json.Marshal(&c.next)
+	if err != nil {
+		return fmt.Errorf("bridge: encode station %s: %w", s.info.ID, err)
+	}
+	newCmds := make([]*commandRec, len(c.eff.Commands))
+	cmdJSON := make([][]byte, 0, len(c.eff.Commands)+len(c.cmdUpdates))
+	for i, cmd := range c.eff.Commands {
+		cmd.ID = newID("c", now)
+		newCmds[i] = &commandRec{Cmd: cmd, StationID: s.info.ID, State: cmdQueued, Created: now,
+			Deadline: now.Add(b.cfg.CommandTimeout), NextAt: now.Add(b.cfg.CommandRetry), Attempts: 1}
+	}
+	for _, r := range append(newCmds, c.cmdUpdates...) {
+		j, err := json.Marshal(r)
+		if err != nil {
+			return fmt.Errorf("bridge: encode command: %w", err)
+		}
+		cmdJSON = append(cmdJSON, j)
+	}
+	allCmds := append(newCmds, c.cmdUpdates...)
+	fields := make([][]byte, len(c.eff.Events))
+	for i, ev := range c.eff.Events {
+		if fields[i], err = json.Marshal(ev.Fields); err != nil {
+			return fmt.Errorf("bridge: encode %s event: %w", ev.Type, err)
+		}
+	}
+	_, err = b.store.Update(ctx, func(tx *store.Tx) error {
+		if err := tx.Put(store.KindStationState, s.info.ID, stateJSON); err != nil {
+			return err
+		}
+		for i, r := range allCmds {
+			if err := tx.Put(store.KindCommand, r.Cmd.ID, cmdJSON[i]); err != nil {
+				return err
+			}
+		}
+		for _, bc := range c.eff.Bookings {
+			if err := updateBooking(tx, bc); err != nil {
+				return err
+			}
+		}
+		if c.extra != nil {
+			if err := c.extra(tx); err != nil {
+				return err
+			}
+		}
+		for i, ev := range c.eff.Events {
+			e := &store.Event{Type: ev.Type, Time: now, StationID: s.info.ID, UserID: ev.UserID, Fields: fields[i]}
+			if err := tx.Append(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("bridge: commit station %s: %w", s.info.ID, err)
+	}
+	s.st = c.next
+	for _, r := range c.cmdUpdates {
+		if !r.pending() {
+			delete(s.cmds, r.Cmd.ID)
+		}
+	}
+	for _, r := range newCmds {
+		s.cmds[r.Cmd.ID] = r
+		b.enqueue(s.info.ID, r)
+	}
+	return nil
+}
+
+// updateBooking applies a state-machine booking change to its record.
+func updateBooking(tx *store.Tx, bc bookingChange) error {
+	raw, err := tx.Get(store.KindBooking, bc.ID)
+	if err != nil {
+		return fmt.Errorf("booking %s: %w", bc.ID, err)
+	}
+	var bk wire.Booking
+	if err := json.Unmarshal(raw, &bk); err != nil {
+		return fmt.Errorf("booking %s: decode: %w", bc.ID, err)
+	}
+	bk.Status = bc.Status
+	if bc.Reason != "" {
+		bk.Reason = bc.Reason
+	}
+	if !bc.ExpiresAt.IsZero() {
+		bk.ExpiresAt = bc.ExpiresAt
+	}
+	j, err := json.Marshal(&bk)
+	if err != nil {
+		return err
+	}
+	return tx.Put(store.KindBooking, bc.ID, j)
+}
+
+// enqueue hands a persisted command to the sender without blocking; a full
+// queue leaves it to the retry timer.
+func (b *Bridge) enqueue(sid string, r *commandRec) {
+	payload, err := json.Marshal(&r.Cmd)
+	if err != nil {
+		b.log.Error("bridge: encode command", "id", r.Cmd.ID, "err", err)
+		return
+	}
+	b.trySend(sendReq{sid: sid, cmdID: r.Cmd.ID, payload: payload})
+}
+
+func (b *Bridge) trySend(req sendReq) {
+	select {
+	case b.sendq <- req:
+	default:
+		b.log.Warn("bridge: send queue full; command left to retry", "station", req.sid, "id", req.cmdID)
+	}
+}
+
+// requestSnapshot asks s (locked) for a full telemetry, at most once per
+// CommandRetry.
+func (b *Bridge) requestSnapshot(s *station, now time.Time) {
+	if !s.lastSnap.IsZero() && now.Sub(s.lastSnap) < b.cfg.CommandRetry {
+		return
+	}
+	s.lastSnap = now
+	cmd := wire.Command{ID: newID("s", now), Action: wire.ActionSnapshot}
+	payload, _ := json.Marshal(&cmd)
+	b.trySend(sendReq{sid: s.info.ID, payload: payload})
+}
+
+// sender delivers queued commands; it marks a persisted command sent after
+// its first delivery.
+func (b *Bridge) sender() {
+	defer b.wg.Done()
+	for {
+		select {
+		case <-b.done:
+			return
+		case req := <-b.sendq:
+			if err := b.cmds.SendToStation(req.sid, req.payload); err != nil {
+				b.log.Debug("bridge: send command", "station", req.sid, "id", req.cmdID, "err", err)
+				continue
+			}
+			if req.cmdID != "" {
+				b.markSent(req.sid, req.cmdID)
+			}
+		}
+	}
+}
+
+func (b *Bridge) markSent(sid, id string) {
+	b.mu.RLock()
+	s := b.stations[sid]
+	b.mu.RUnlock()
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.cmds[id]
+	if r == nil || r.State != cmdQueued {
+		return
+	}
+	upd := *r
+	upd.State = cmdSent
+	j, err := json.Marshal(&upd)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = b.store.Update(ctx, func(tx *store.Tx) error {
+		return tx.Put(store.KindCommand, id, j)
+	})
+	if err != nil {
+		b.log.Warn("bridge: mark command sent", "id", id, "err", err)
+		return
+	}
+	r.State = cmdSent
+}
+
+// ticker runs the timers every TickInterval.
+func (b *Bridge) ticker() {
+	defer b.wg.Done()
+	t := time.NewTicker(b.cfg.TickInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.done:
+			return
+		case <-t.C:
+			b.tick(b.cfg.Clock())
+		}
+	}
+}
+
+// tick applies the clock to every station: liveness, booking expiry and
+// offline failure, command retries and command timeouts.
+func (b *Bridge) tick(now time.Time) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, s := range b.allStations() {
+		if b.closed() {
+			return
+		}
+		s.mu.Lock()
+		if err := b.tickStation(ctx, s, now); err != nil {
+			b.log.Warn("bridge: timers", "station", s.info.ID, "err", err)
+		}
+		s.mu.Unlock()
+	}
+}
+
+func (b *Bridge) tickStation(ctx context.Context, s *station, now time.Time) error {
+	next, eff := b.m.timers(&s.st, now, 3*b.cfg.SnapshotInterval, b.cfg.OfflineFail)
+	c := &change{next: next, eff: eff}
+	// Commands: time out or resend.
+	var resend []*commandRec
+	if s.reconnected.Swap(false) {
+		for _, r := range s.cmds {
+			r.NextAt = now
+		}
+	}
+	ids := make([]string, 0, len(s.cmds))
+	for id := range s.cmds {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		r := s.cmds[id]
+		if now.Before(r.NextAt) {
+			continue
+		}
+		if !now.Before(r.Deadline) {
+			upd := *r
+			upd.State, upd.Error = cmdFailed, "no acknowledgement before the deadline"
+			c.cmdUpdates = append(c.cmdUpdates, &upd)
+			b.commandFailed(c, &upd, false, now)
+			continue
+		}
+		resend = append(resend, r)
+	}
+	if !c.eff.empty() || len(c.cmdUpdates) > 0 || c.next.Online != s.st.Online {
+		if err := b.commit(ctx, s, c, now); err != nil {
+			return err
+		}
+	}
+	for _, r := range resend {
+		if _, ok := s.cmds[r.Cmd.ID]; !ok {
+			continue
+		}
+		r.Attempts++
+		r.NextAt = now.Add(b.backoff(r.Attempts))
+		b.enqueue(s.info.ID, r)
+	}
+	return nil
+}
+
+func (b *Bridge) backoff(attempts int) time.Duration {
+	d := b.cfg.CommandRetry
+	for i := 1; i < attempts && d < b.cfg.CommandRetryMax; i++ {
+		d *= 2
+	}
+	return min(d, b.cfg.CommandRetryMax)
+}
+
+// commandFailed adds the consequences of a failed command (refused or timed
+// out) to c: a reserve fails its booking; an unlock tells the user.
+func (b *Bridge) commandFailed(c *change, r *commandRec, refused bool, now time.Time) {
+	switch r.Cmd.Action {
+	case wire.ActionReserve:
+		var eff effects
+		if refused {
+			c.next, eff = b.m.reserveAcked(&c.next, r.Cmd.BookingID, false, r.Error, now)
+		} else {
+			c.next, eff = b.m.reserveTimedOut(&c.next, r.Cmd.BookingID, now)
+		}
+		c.eff.merge(eff)
+	case wire.ActionUnlock:
+		i := findRes(&c.next, r.Cmd.BookingID)
+		if i < 0 {
+			return
+		}
+		res := c.next.Slots[i].Res
+		msg := "the station could not unlock the slot; try collecting again"
+		c.eff.event(wire.TypeNotification, res.UserID, wire.Notification{Title: "Unlock failed", Message: msg, Level: wire.LevelError, BookingID: res.BookingID})
+	default:
+		b.log.Warn("bridge: command failed", "station", r.StationID, "id", r.Cmd.ID, "action", r.Cmd.Action, "err", r.Error)
+	}
+}
+
+func (e *effects) merge(o effects) {
+	e.Events = append(e.Events, o.Events...)
+	e.Bookings = append(e.Bookings, o.Bookings...)
+	e.Commands = append(e.Commands, o.Commands...)
+	e.Snapshot = e.Snapshot || o.Snapshot
+}

@@ -1,0 +1,96 @@
+package bridge
+
+import (
+	"io"
+	"log/slog"
+	"time"
+)
+
+// Config configures a Bridge. Every zero field takes the default named in its
+// comment, so Config{} is usable.
+type Config struct {
+	// ReadySoC is the state of charge (percent) from which a battery is
+	// swappable; 0 means 90.
+	ReadySoC float64
+	// MinSoH is the health floor (percent) of a swappable or bookable
+	// battery; 0 means 70.
+	MinSoH float64
+	// MaxTempC is the heat limit (°C) of a swappable battery; 0 means 50.
+	MaxTempC float64
+
+	// BookingHold is how long a ready booking holds its battery; 0 means
+	// 15m. (The lead reads SWAPD_BOOKING_HOLD into it.)
+	BookingHold time.Duration
+	// ChargeWait bounds how long a booking may wait for its battery to become
+	// swappable (pending or confirmed, not yet ready) before it expires; 0
+	// means 1h.
+	ChargeWait time.Duration
+	// SnapshotInterval is the stations' full-telemetry period; a station that
+	// sends nothing for 3× this long is marked offline. 0 means 60s.
+	SnapshotInterval time.Duration
+	// OfflineFail is how long a station may stay offline before its active
+	// bookings fail; 0 means 10m.
+	OfflineFail time.Duration
+
+	// CommandRetry is the first retry delay of an unacknowledged command; it
+	// doubles per attempt up to CommandRetryMax. 0 means 2s.
+	CommandRetry time.Duration
+	// CommandRetryMax caps the retry delay; 0 means 1m.
+	CommandRetryMax time.Duration
+	// CommandTimeout is how long a command is retried before it is marked
+	// failed (a reserve that times out fails its booking); 0 means 2m.
+	CommandTimeout time.Duration
+	// CommandKeep is how long acknowledged or failed command records are
+	// kept before Start purges them; 0 means 24h.
+	CommandKeep time.Duration
+
+	// TickInterval is the period of the timer loop (hold expiry, command
+	// retries, liveness); 0 means 1s.
+	TickInterval time.Duration
+	// SendQueue bounds the queue of commands waiting for the sender
+	// goroutine; 0 means 4096. A full queue drops the send; persisted
+	// commands are retried by the timer loop.
+	SendQueue int
+
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+	// Clock returns the current time; nil means time.Now. Tests inject a
+	// fake clock.
+	Clock func() time.Time
+}
+
+func (c Config) withDefaults() Config {
+	def := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	if c.ReadySoC <= 0 {
+		c.ReadySoC = 90
+	}
+	if c.MinSoH <= 0 {
+		c.MinSoH = 70
+	}
+	if c.MaxTempC == 0 {
+		c.MaxTempC = 50
+	}
+	def(&c.BookingHold, 15*time.Minute)
+	def(&c.ChargeWait, time.Hour)
+	def(&c.SnapshotInterval, time.Minute)
+	def(&c.OfflineFail, 10*time.Minute)
+	def(&c.CommandRetry, 2*time.Second)
+	def(&c.CommandRetryMax, time.Minute)
+	def(&c.CommandTimeout, 2*time.Minute)
+	def(&c.CommandKeep, 24*time.Hour)
+	def(&c.TickInterval, time.Second)
+	if c.SendQueue <= 0 {
+		c.SendQueue = 4096
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	return c
+}

@@ -1,0 +1,84 @@
+// Package bridge is swapd's domain: it turns station messages (status,
+// telemetry, acks) into slot state, inventory counts and the contract's
+// events; it runs bookings through their lifecycle and sends stations their
+// commands.
+//
+// # What it owns
+//
+// Per station, a StationState record (store.KindStationState): online,
+// maintenance, current and superseded boot ids, last telemetry seq,
+// last_seen, every slot's reported state and the reservation overlay of the
+// active booking on it. Bookings (store.KindBooking, indexed by
+// store.KindUserBooking "uid/id") store wire.Booking as JSON. Commands
+// (store.KindCommand) store the wire.Command and its state: queued, sent,
+// acked, failed.
+//
+// # Durability
+//
+// Every change of a station — its state, its bookings, its commands and the
+// events derived from them — is written in one store.Update while the
+// station's mutex is held, so changes to one station are serialized and two
+// bookings can never hold one battery. The in-memory state is updated only
+// after the commit succeeded. HandlePublish returns only after that commit:
+// the broker acknowledges a message only when its effects are on disk, and a
+// failed commit returns an error (no PUBACK, the connection is closed, the
+// station resends). Events reach WebSocket clients through the store's
+// commit listener, never from here.
+//
+// # Rules
+//
+//   - Boot ids: messages of the current boot are applied; messages of a boot
+//     superseded by a newer one are ignored (the last 8 are remembered); an
+//     unseen boot id takes over only with a status online or a full
+//     telemetry (an agent's first telemetry after connecting is full). A
+//     partial telemetry of an unseen boot is ignored and a snapshot is
+//     requested. A Will (status online=false) counts only for the current
+//     boot.
+//   - Seq: a telemetry whose seq is not above the last one of its boot is a
+//     duplicate (or reordered) and is acknowledged without effect. A gap in
+//     a partial telemetry applies it and sends the station a snapshot
+//     command (at most one per CommandRetry), after the commit, through the
+//     sender goroutine.
+//   - Liveness: telemetry or status online marks the station online; its
+//     Will or 3×SnapshotInterval without a message marks it offline.
+//     last_seen is stored, so the timeout holds across a restart.
+//   - The first report of a slot sets its state without battery_added; later
+//     a new battery id emits battery_added. A battery that leaves its slot
+//     emits battery_collected when its booking had been unlocked (the booking
+//     turns collected); otherwise battery_removed (wire.TypeBatteryRemoved,
+//     an operator alert, with a reason) and a booking on it fails.
+//   - Inventory counts (see thresholds.inventory): faulted slots, booked
+//     batteries (active reservation), empty slots, available (swappable)
+//     batteries, and charging_batteries for every other battery. The station
+//     status is maintenance, offline, faulted (every slot faulted) or online.
+//
+// # Bookings
+//
+// Book picks the battery and stores the booking (pending), the reservation,
+// a reserve command and battery_booked in one commit: battery_booked is
+// published when the booking is created, since that is when the battery
+// leaves the available count. The station's ack confirms (booking_confirmed);
+// booking_ready follows when the battery is swappable and starts the hold
+// (Config.BookingHold). Collect is allowed only on ready bookings and sends
+// unlock; a door that closes with the battery still inside leaves the
+// booking ready and collectable. Cancel and expiry send release. A fault or
+// removal on the reserved slot, a refused or never-acknowledged reserve, or
+// OfflineFail of station downtime fail the booking; the user gets a
+// notification for every failure and expiry. A booking that does not become
+// ready within ChargeWait expires.
+//
+// Commands are retried with exponential backoff (CommandRetry up to
+// CommandRetryMax) until acknowledged or CommandTimeout passes; a station
+// that reconnects gets its pending commands at the next tick. Pending
+// commands and all deadlines survive a restart: Start reloads them.
+//
+// # Blocking
+//
+// HandlePublish, Book, Cancel, Collect, Notify, SetOperatorStatus and
+// StationProvisioned block for one store commit (an fsync, shared with
+// concurrent callers). StationConnected and StationDisconnected never block.
+// Views, snapshots and booking reads take a station's mutex briefly and read
+// the store. Commands are sent from the bridge's own sender goroutine, so a
+// slow broker never stalls the publish path. Close stops the sender and timer
+// goroutines and waits for them; it does not close the store.
+package bridge

@@ -1,0 +1,149 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/swapbridge/swapbridge/wire"
+)
+
+// publishTimeout bounds the store commit of one station message.
+const publishTimeout = 15 * time.Second
+
+var telemetryPool = sync.Pool{New: func() any { return new(wire.Telemetry) }}
+
+// HandlePublish applies one station message and returns once its effects are
+// durably stored. The broker calls it before the PUBACK: an error means the
+// message must not be acknowledged and the station's connection should be
+// closed so that it resends. Errors wrapping wire.ErrBadPayload are malformed
+// messages; errors wrapping ErrStationNotFound come from unknown stations;
+// anything else is a store failure. A duplicate, stale or superseded message
+// returns nil and changes nothing. The station's Will arrives here as a
+// status message.
+func (b *Bridge) HandlePublish(sid string, kind wire.TopicKind, payload []byte) error {
+	if b.closed() {
+		return ErrClosed
+	}
+	s, err := b.station(sid)
+	if err != nil {
+		return err
+	}
+	switch kind {
+	case wire.KindTelemetry:
+		return b.handleTelemetry(s, payload)
+	case wire.KindStatus:
+		return b.handleStatus(s, payload)
+	case wire.KindAck:
+		return b.handleAck(s, payload)
+	default:
+		return fmt.Errorf("%w: station %s may not publish to %q", wire.ErrBadPayload, sid, kind)
+	}
+}
+
+func (b *Bridge) handleTelemetry(s *station, payload []byte) error {
+	t := telemetryPool.Get().(*wire.Telemetry)
+	defer telemetryPool.Put(t)
+	slots := t.Slots[:cap(t.Slots)]
+	clear(slots)
+	*t = wire.Telemetry{Slots: slots[:0]}
+	if err := json.Unmarshal(payload, t); err != nil {
+		return fmt.Errorf("%w: telemetry from %s: %v", wire.ErrBadPayload, s.info.ID, err)
+	}
+	if err := t.Validate(s.info.Slots); err != nil {
+		return fmt.Errorf("bridge: telemetry from %s: %w", s.info.ID, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := b.cfg.Clock()
+	next, eff := b.m.telemetry(&s.st, t, now)
+	if eff.Ignored {
+		if eff.Snapshot {
+			b.requestSnapshot(s, now)
+		}
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	if err := b.commit(ctx, s, &change{next: next, eff: eff}, now); err != nil {
+		return err
+	}
+	if eff.Snapshot {
+		b.requestSnapshot(s, now)
+	}
+	return nil
+}
+
+func (b *Bridge) handleStatus(s *station, payload []byte) error {
+	var st wire.Status
+	if err := json.Unmarshal(payload, &st); err != nil {
+		return fmt.Errorf("%w: status from %s: %v", wire.ErrBadPayload, s.info.ID, err)
+	}
+	if st.BootID == "" || len(st.BootID) > 128 {
+		return fmt.Errorf("%w: status from %s: boot_id must be 1..128 bytes", wire.ErrBadPayload, s.info.ID)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := b.cfg.Clock()
+	next, eff := b.m.status(&s.st, &st, now)
+	if eff.Ignored {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	return b.commit(ctx, s, &change{next: next, eff: eff}, now)
+}
+
+func (b *Bridge) handleAck(s *station, payload []byte) error {
+	var ack wire.Ack
+	if err := json.Unmarshal(payload, &ack); err != nil {
+		return fmt.Errorf("%w: ack from %s: %v", wire.ErrBadPayload, s.info.ID, err)
+	}
+	if ack.ID == "" || len(ack.ID) > 128 || len(ack.Error) > 1024 {
+		return fmt.Errorf("%w: ack from %s: id must be 1..128 bytes, error at most 1024", wire.ErrBadPayload, s.info.ID)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.cmds[ack.ID]
+	if r == nil {
+		return nil // a snapshot, a repeated ack, or a command already settled
+	}
+	now := b.cfg.Clock()
+	upd := *r
+	c := &change{next: s.st, cmdUpdates: []*commandRec{&upd}}
+	if ack.OK {
+		upd.State = cmdAcked
+		if r.Cmd.Action == wire.ActionReserve {
+			c.next, c.eff = b.m.reserveAcked(&s.st, r.Cmd.BookingID, true, "", now)
+		}
+	} else {
+		upd.State, upd.Error = cmdFailed, ack.Error
+		if upd.Error == "" {
+			upd.Error = "refused"
+		}
+		b.commandFailed(c, &upd, true, now)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	return b.commit(ctx, s, c, now)
+}
+
+// StationConnected notes a station's (re)connection: its pending commands
+// are resent at the next tick. It does not block.
+func (b *Bridge) StationConnected(sid string) {
+	b.mu.RLock()
+	s := b.stations[sid]
+	b.mu.RUnlock()
+	if s != nil {
+		s.reconnected.Store(true)
+	}
+}
+
+// StationDisconnected notes a lost connection. The station's Will (a status
+// offline) and the inactivity timeout decide its status, so this only logs.
+// It does not block.
+func (b *Bridge) StationDisconnected(sid string) {
+	b.log.Debug("bridge: station disconnected", "station", sid)
+}
