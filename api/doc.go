@@ -1,0 +1,10 @@
+// Package api is swapd's HTTP API: the app endpoints (stations, bookings,
+// the event log), the admin endpoints (provisioning stations and users,
+// notifications, operator status) and the health and metrics endpoints. The
+// WebSocket endpoints are served on the same mux by package realtime.
+//
+// Handlers block only on the store (reads, and group-committed writes) and on
+// the bridge, which serializes per station. Every error is answered in the
+// contract's shape {"error":{"code":"…","message":"…"}}; Go error strings and
+// stack traces never reach a client.
+package api

@@ -1,0 +1,427 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/swapbridge/swapbridge/bridge"
+	"github.com/swapbridge/swapbridge/store"
+	"github.com/swapbridge/swapbridge/wire"
+)
+
+// domainError maps the bridge's and the store's sentinels to HTTP answers.
+func domainError(err error) (status int, code, msg string, ok bool) {
+	switch {
+	case errors.Is(err, bridge.ErrStationNotFound):
+		return http.StatusNotFound, "station_not_found", "no such station", true
+	case errors.Is(err, bridge.ErrBookingNotFound):
+		return http.StatusNotFound, "booking_not_found", "no such booking", true
+	case errors.Is(err, bridge.ErrNoBatteryAvailable):
+		return http.StatusConflict, "no_battery_available", "no battery can be booked at this station now", true
+	case errors.Is(err, bridge.ErrBookingState):
+		return http.StatusConflict, "invalid_booking_state", cleanMessage(err, "the booking cannot do that in its current state"), true
+	case errors.Is(err, bridge.ErrBadRequest):
+		return http.StatusBadRequest, "bad_request", cleanMessage(err, "the request is not valid"), true
+	case errors.Is(err, store.ErrExists):
+		return http.StatusConflict, "already_exists", "an entry with that id already exists", true
+	case errors.Is(err, store.ErrClosed):
+		return http.StatusServiceUnavailable, "shutting_down", "the server is shutting down", true
+	}
+	return 0, "", "", false
+}
+
+// cleanMessage returns the outermost context of a wrapped domain error
+// ("booking b-1 is collected: invalid booking state" → as is) when it is a
+// human sentence, else the fallback.
+func cleanMessage(err error, fallback string) string {
+	s := err.Error()
+	if s == "" || len(s) > 300 {
+		return fallback
+	}
+	return strings.TrimPrefix(s, "bridge: ")
+}
+
+func pathID(r *http.Request, name, what string) (string, *apiError) {
+	v := r.PathValue(name)
+	if err := wire.CheckID(what, v); err != nil {
+		return "", errorf(http.StatusBadRequest, "invalid_id", "%s", strings.TrimPrefix(err.Error(), wire.ErrInvalidID.Error()+": "))
+	}
+	return v, nil
+}
+
+func (a *API) listStations(w http.ResponseWriter, r *http.Request) {
+	views, err := a.bridge.StationViews()
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if views == nil {
+		views = []wire.StationView{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"stations": views})
+}
+
+func (a *API) getStation(w http.ResponseWriter, r *http.Request) {
+	sid, aerr := pathID(r, "sid", "station id")
+	if aerr != nil {
+		a.fail(w, r, aerr)
+		return
+	}
+	v, err := a.bridge.StationView(sid)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+type createBookingRequest struct {
+	StationID string `json:"station_id"`
+}
+
+func (a *API) createBooking(w http.ResponseWriter, r *http.Request) {
+	var req createBookingRequest
+	if aerr := decodeBody(w, r, &req); aerr != nil {
+		a.fail(w, r, aerr)
+		return
+	}
+	if err := wire.CheckID("station_id", req.StationID); err != nil {
+		a.fail(w, r, errorf(http.StatusBadRequest, "invalid_field", "%s", strings.TrimPrefix(err.Error(), wire.ErrInvalidID.Error()+": ")))
+		return
+	}
+	b, err := a.bridge.Book(r.Context(), userFrom(r), req.StationID)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/api/bookings/"+b.ID)
+	writeJSON(w, http.StatusCreated, b)
+}
+
+func (a *API) listBookings(w http.ResponseWriter, r *http.Request) {
+	bs, err := a.bridge.UserBookings(userFrom(r))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if bs == nil {
+		bs = []wire.Booking{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"bookings": bs})
+}
+
+func (a *API) bookingID(r *http.Request) (string, *apiError) {
+	id := r.PathValue("id")
+	if !wire.ValidID(id) {
+		return "", errorf(http.StatusNotFound, "booking_not_found", "no such booking")
+	}
+	return id, nil
+}
+
+func (a *API) getBooking(w http.ResponseWriter, r *http.Request) {
+	id, aerr := a.bookingID(r)
+	if aerr != nil {
+		a.fail(w, r, aerr)
+		return
+	}
+	b, err := a.bridge.Booking(userFrom(r), id)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, b)
+}
+
+func (a *API) cancelBooking(w http.ResponseWriter, r *http.Request) {
+	id, aerr := a.bookingID(r)
+	if aerr != nil {
+		a.fail(w, r, aerr)
+		return
+	}
+	b, err := a.bridge.Cancel(r.Context(), userFrom(r), id)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, b)
+}
+
+func (a *API) collectBooking(w http.ResponseWriter, r *http.Request) {
+	id, aerr := a.bookingID(r)
+	if aerr != nil {
+		a.fail(w, r, aerr)
+		return
+	}
+	b, err := a.bridge.Collect(r.Context(), userFrom(r), id)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, b)
+}
+
+// eventsPage is the body of GET /api/events.
+type eventsPage struct {
+	Events []json.RawMessage `json:"events"`
+	// NextSince is the since to pass for the next page (the last event's
+	// seq, or the request's since when the page is empty).
+	NextSince uint64 `json:"next_since"`
+	// LastSeq is the newest seq in the whole log.
+	LastSeq uint64 `json:"last_seq"`
+	// Gap is true when events after since were removed by retention; the
+	// page then starts at the oldest retained event.
+	Gap bool `json:"gap"`
+}
+
+const (
+	defaultEventLimit = 100
+	maxEventLimit     = 1000
+)
+
+// listEvents serves the event log. Without a token: station events (all, or
+// one station's with station_id). With a user token and no station_id: that
+// user's own events. With the admin token and no station_id: every event.
+func (a *API) listEvents(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var since uint64
+	if s := q.Get("since"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			a.fail(w, r, errorf(http.StatusBadRequest, "invalid_since", "since must be a non-negative integer"))
+			return
+		}
+		since = v
+	}
+	limit := defaultEventLimit
+	if s := q.Get("limit"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 1 || v > maxEventLimit {
+			a.fail(w, r, errorf(http.StatusBadRequest, "invalid_limit", "limit must be an integer from 1 to %d", maxEventLimit))
+			return
+		}
+		limit = v
+	}
+	ch := store.Channel{Kind: store.AllStations}
+	if sid := q.Get("station_id"); sid != "" {
+		if !wire.ValidID(sid) {
+			a.fail(w, r, errorf(http.StatusBadRequest, "invalid_id", "station_id is not a valid station id"))
+			return
+		}
+		if _, err := a.bridge.StationView(sid); err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		ch = store.Channel{Kind: store.OneStation, ID: sid}
+	} else if t := bearer(r); t != "" {
+		switch {
+		case a.isAdmin(r):
+			ch = store.Channel{Kind: store.Everything}
+		default:
+			uid, err := a.UserForToken(t)
+			if err != nil {
+				if errors.Is(err, ErrBadToken) {
+					writeError(w, http.StatusUnauthorized, "unauthorized", "the token is not valid")
+					return
+				}
+				a.fail(w, r, err)
+				return
+			}
+			ch = store.Channel{Kind: store.OneUser, ID: uid}
+		}
+	}
+	page := eventsPage{Events: []json.RawMessage{}, NextSince: since}
+	evs, err := a.store.EventsAfter(ch, since, limit)
+	if errors.Is(err, store.ErrCompacted) {
+		page.Gap = true
+		from := a.store.FirstSeq()
+		if from > 0 {
+			from--
+		}
+		evs, err = a.store.EventsAfter(ch, from, limit)
+	}
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	for _, ev := range evs {
+		page.Events = append(page.Events, json.RawMessage(ev.Data))
+		page.NextSince = ev.Seq
+	}
+	page.LastSeq = a.store.LastSeq()
+	writeJSON(w, http.StatusOK, page)
+}
+
+func (a *API) createStation(w http.ResponseWriter, r *http.Request) {
+	var req wire.CreateStationRequest
+	if aerr := decodeBody(w, r, &req); aerr != nil {
+		a.fail(w, r, aerr)
+		return
+	}
+	if err := wire.CheckID("id", req.ID); err != nil {
+		a.fail(w, r, errorf(http.StatusBadRequest, "invalid_field", "%s", strings.TrimPrefix(err.Error(), wire.ErrInvalidID.Error()+": ")))
+		return
+	}
+	switch {
+	case req.Slots < 1 || req.Slots > wire.MaxSlots:
+		a.fail(w, r, errorf(http.StatusBadRequest, "invalid_field", "slots must be from 1 to %d", wire.MaxSlots))
+		return
+	case len(req.Name) > 200:
+		a.fail(w, r, errorf(http.StatusBadRequest, "invalid_field", "name must be at most 200 bytes"))
+		return
+	case math.IsNaN(req.Lat) || req.Lat < -90 || req.Lat > 90 || math.IsNaN(req.Lon) || req.Lon < -180 || req.Lon > 180:
+		a.fail(w, r, errorf(http.StatusBadRequest, "invalid_field", "lat must be within ±90 and lon within ±180"))
+		return
+	}
+	if req.Name == "" {
+		req.Name = req.ID
+	}
+	secret := NewSecret()
+	st := store.Station{
+		ID: req.ID, Name: req.Name, Slots: req.Slots, Lat: req.Lat, Lon: req.Lon,
+		SecretHash: HashToken(secret), CreatedAt: time.Now().UTC(),
+	}
+	if err := a.store.CreateStation(r.Context(), st); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			a.fail(w, r, errorf(http.StatusConflict, "station_exists", "station %q already exists", req.ID))
+			return
+		}
+		a.fail(w, r, err)
+		return
+	}
+	if a.creds != nil {
+		a.creds.Invalidate(st.ID)
+	}
+	if err := a.bridge.StationProvisioned(r.Context(), st); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.log.Info("station provisioned", "station", st.ID, "slots", st.Slots)
+	writeJSON(w, http.StatusCreated, wire.CreateStationResponse{ID: st.ID, Secret: secret})
+}
+
+// adminStation is a provisioned station as the admin list shows it.
+type adminStation struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Slots     int       `json:"slots"`
+	Lat       float64   `json:"lat"`
+	Lon       float64   `json:"lon"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+func (a *API) adminListStations(w http.ResponseWriter, r *http.Request) {
+	sts, err := a.store.Stations()
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	out := make([]adminStation, 0, len(sts))
+	for _, s := range sts {
+		out = append(out, adminStation{ID: s.ID, Name: s.Name, Slots: s.Slots, Lat: s.Lat, Lon: s.Lon, CreatedAt: s.CreatedAt})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"stations": out})
+}
+
+func (a *API) createUser(w http.ResponseWriter, r *http.Request) {
+	var req wire.CreateUserRequest
+	if aerr := decodeBody(w, r, &req); aerr != nil {
+		a.fail(w, r, aerr)
+		return
+	}
+	if err := wire.CheckID("id", req.ID); err != nil {
+		a.fail(w, r, errorf(http.StatusBadRequest, "invalid_field", "%s", strings.TrimPrefix(err.Error(), wire.ErrInvalidID.Error()+": ")))
+		return
+	}
+	token := NewSecret()
+	u := store.User{ID: req.ID, TokenHash: HashToken(token), CreatedAt: time.Now().UTC()}
+	if err := a.store.CreateUser(r.Context(), u); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			a.fail(w, r, errorf(http.StatusConflict, "user_exists", "user %q already exists", req.ID))
+			return
+		}
+		a.fail(w, r, err)
+		return
+	}
+	a.log.Info("user created", "user", u.ID)
+	writeJSON(w, http.StatusCreated, wire.CreateUserResponse{ID: u.ID, Token: token})
+}
+
+type notificationRequest struct {
+	UserID string `json:"user_id"`
+	wire.Notification
+}
+
+func (a *API) sendNotification(w http.ResponseWriter, r *http.Request) {
+	var req notificationRequest
+	if aerr := decodeBody(w, r, &req); aerr != nil {
+		a.fail(w, r, aerr)
+		return
+	}
+	if err := wire.CheckID("user_id", req.UserID); err != nil {
+		a.fail(w, r, errorf(http.StatusBadRequest, "invalid_field", "%s", strings.TrimPrefix(err.Error(), wire.ErrInvalidID.Error()+": ")))
+		return
+	}
+	if req.Level == "" {
+		req.Level = wire.LevelInfo
+	}
+	switch {
+	case req.Level != wire.LevelInfo && req.Level != wire.LevelWarning && req.Level != wire.LevelError:
+		a.fail(w, r, errorf(http.StatusBadRequest, "invalid_field", `level must be "info", "warning" or "error"`))
+		return
+	case req.Title == "" && req.Message == "":
+		a.fail(w, r, errorf(http.StatusBadRequest, "invalid_field", "title or message is required"))
+		return
+	case len(req.Title) > 200 || len(req.Message) > 4000 || len(req.BookingID) > 64:
+		a.fail(w, r, errorf(http.StatusBadRequest, "invalid_field", "title (200), message (4000) or booking_id (64) too long"))
+		return
+	}
+	if _, err := a.store.User(req.UserID); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			a.fail(w, r, errorf(http.StatusNotFound, "user_not_found", "no such user %q", req.UserID))
+			return
+		}
+		a.fail(w, r, err)
+		return
+	}
+	if err := a.bridge.Notify(r.Context(), req.UserID, req.Notification); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]string{"status": "sent"})
+}
+
+type statusRequest struct {
+	Status string `json:"status"`
+}
+
+func (a *API) setStationStatus(w http.ResponseWriter, r *http.Request) {
+	sid, aerr := pathID(r, "sid", "station id")
+	if aerr != nil {
+		a.fail(w, r, aerr)
+		return
+	}
+	var req statusRequest
+	if aerr := decodeBody(w, r, &req); aerr != nil {
+		a.fail(w, r, aerr)
+		return
+	}
+	if req.Status != wire.StationMaintenance && req.Status != wire.StationOnline {
+		a.fail(w, r, errorf(http.StatusBadRequest, "invalid_field", `status must be "maintenance" or "online"`))
+		return
+	}
+	if err := a.bridge.SetOperatorStatus(r.Context(), sid, req.Status); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	v, err := a.bridge.StationView(sid)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
