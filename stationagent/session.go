@@ -1,0 +1,327 @@
+package stationagent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/swapbridge/swapbridge/wire"
+)
+
+// sendWindow is the number of outbox messages published but not yet
+// acknowledged at any time.
+const sendWindow = 32
+
+var errConnLost = errors.New("connection lost")
+
+// connLoop keeps one MQTT session up until ctx is done, with jittered
+// exponential backoff between attempts. Each session uses a fresh paho
+// client with AutoReconnect off, so the outbox is the only source of
+// retransmissions.
+func (a *Agent) connLoop(ctx context.Context) {
+	attempt := 0
+	for {
+		wasUp, err := a.session(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if wasUp {
+			attempt = 0
+		}
+		attempt++
+		d := backoff(a.cfg.ReconnectMin, a.cfg.ReconnectMax, attempt)
+		a.setConn(false, err)
+		a.log.Warn("mqtt disconnected", "err", err, "retry_in", d.Round(time.Millisecond))
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// backoff is an exponential delay (min·2^(attempt-1), at most max) with
+// "equal jitter": half fixed, half random, so a fleet that lost the broker at
+// the same moment spreads its reconnects.
+func backoff(min, max time.Duration, attempt int) time.Duration {
+	d := min
+	for i := 1; i < attempt && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	half := d / 2
+	if half <= 0 {
+		return d
+	}
+	return half + rand.N(half+1)
+}
+
+func (a *Agent) setConn(up bool, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.info.Connected = up
+	if up {
+		a.info.ConnectedSince = a.now()
+		a.info.Connects++
+	} else {
+		a.info.ConnectedSince = time.Time{}
+	}
+	if err != nil {
+		a.info.LastError = err.Error()
+	}
+}
+
+func (a *Agent) statusPayload(online bool) []byte {
+	s := wire.Status{Online: online, BootID: a.bootID}
+	if online {
+		s.TS = a.now().UTC()
+		s.AgentVersion = a.version
+		a.mu.Lock()
+		s.Slots = a.info.Slots
+		a.mu.Unlock()
+	}
+	b, _ := json.Marshal(s)
+	return b
+}
+
+func (a *Agent) clientOptions(lost func(error)) (*paho.ClientOptions, error) {
+	scheme, hostport, err := parseServer(a.cfg.Server)
+	if err != nil {
+		return nil, err
+	}
+	sid := a.cfg.StationID
+	o := paho.NewClientOptions().
+		AddBroker(scheme+"://"+hostport).
+		SetClientID(sid).
+		SetUsername(sid).
+		SetPassword(a.cfg.Secret).
+		SetProtocolVersion(4).
+		SetCleanSession(false).
+		SetAutoReconnect(false).
+		SetConnectRetry(false).
+		SetResumeSubs(false).
+		SetStore(paho.NewMemoryStore()).
+		SetKeepAlive(a.cfg.KeepAlive).
+		SetPingTimeout(10*time.Second).
+		SetConnectTimeout(a.cfg.ConnectTimeout).
+		SetWriteTimeout(10*time.Second).
+		SetOrderMatters(false).
+		SetAutoAckDisabled(true).
+		SetBinaryWill(wire.Topic(sid, wire.KindStatus), a.statusPayload(false), 1, true).
+		SetConnectionLostHandler(func(_ paho.Client, err error) { lost(err) })
+	if scheme == "ssl" {
+		host := hostport
+		if h, _, err := net.SplitHostPort(hostport); err == nil {
+			host = h
+		}
+		tc, err := a.cfg.TLS.build(host)
+		if err != nil {
+			return nil, err
+		}
+		o.SetTLSConfig(tc)
+	}
+	cmdTopic := wire.Topic(sid, wire.KindCmd)
+	o.SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {
+		if m.Topic() != cmdTopic {
+			m.Ack()
+			return
+		}
+		// Never block paho: hand off to the main loop. When the queue is
+		// full the message stays unacknowledged and the broker redelivers
+		// it with the session.
+		select {
+		case a.inbox <- m:
+		default:
+			a.log.Warn("command queue full, command left for redelivery", "msg_id", m.MessageID())
+		}
+	})
+	return o, nil
+}
+
+// session runs one MQTT connection: connect, retained status, subscribe,
+// then send the outbox until the connection is lost or ctx is done. wasUp
+// reports whether the connection was established.
+func (a *Agent) session(ctx context.Context) (wasUp bool, err error) {
+	lost := make(chan struct{})
+	var lostOnce sync.Once
+	var lostErr error
+	opts, err := a.clientOptions(func(err error) {
+		lostOnce.Do(func() { lostErr = err; close(lost) })
+	})
+	if err != nil {
+		return false, err
+	}
+	c := paho.NewClient(opts)
+	tok := c.Connect()
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		c.Disconnect(0)
+		return false, ctx.Err()
+	}
+	if err := tok.Error(); err != nil {
+		return false, fmt.Errorf("connect %s: %w", a.cfg.Server, err)
+	}
+	a.log.Info("mqtt connected", "server", a.cfg.Server, "boot_id", a.bootID)
+	defer func() {
+		select {
+		case <-lost:
+		default:
+			c.Disconnect(250)
+		}
+	}()
+	wait := func(t paho.Token, what string) error {
+		timer := time.NewTimer(a.cfg.ConnectTimeout)
+		defer timer.Stop()
+		select {
+		case <-t.Done():
+			if err := t.Error(); err != nil {
+				return fmt.Errorf("%s: %w", what, err)
+			}
+			return nil
+		case <-lost:
+			return fmt.Errorf("%s: %w: %v", what, errConnLost, lostErr)
+		case <-timer.C:
+			return fmt.Errorf("%s: timed out", what)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	sid := a.cfg.StationID
+	if err := wait(c.Publish(wire.Topic(sid, wire.KindStatus), 1, true, a.statusPayload(true)), "publish status"); err != nil {
+		return true, err
+	}
+	st := c.Subscribe(wire.Topic(sid, wire.KindCmd), 1, nil)
+	if err := wait(st, "subscribe"); err != nil {
+		return true, err
+	}
+	if st, ok := st.(*paho.SubscribeToken); ok {
+		for _, qos := range st.Result() {
+			if qos == 0x80 {
+				return true, errors.New("subscribe: refused by the broker")
+			}
+		}
+	}
+	a.setConn(true, nil)
+	select {
+	case a.connected <- struct{}{}:
+	default:
+	}
+	err = a.sendOutbox(ctx, c, lost)
+	if ctx.Err() != nil {
+		// Clean shutdown: say goodbye, since a clean DISCONNECT suppresses the Will.
+		_ = wait(c.Publish(wire.Topic(sid, wire.KindStatus), 1, true, a.statusPayload(false)), "publish offline status")
+		return true, nil
+	}
+	if errors.Is(err, errConnLost) && lostErr != nil {
+		err = fmt.Errorf("%w: %v", errConnLost, lostErr)
+	}
+	return true, err
+}
+
+type pending struct {
+	rec outboxRec
+	tok paho.Token
+}
+
+// sendOutbox publishes outbox records in key order, at most sendWindow
+// unacknowledged, and deletes each record when its PUBACK arrives. It starts
+// from the oldest record on every connection, so anything not acknowledged
+// before a disconnect is sent again (same bytes, so the same boot_id and
+// seq always carry the same content).
+func (a *Agent) sendOutbox(ctx context.Context, c paho.Client, lost <-chan struct{}) error {
+	inflight := make(chan pending, sendWindow)
+	ackErr := make(chan error, 1)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	defer func() {
+		close(done)
+		wg.Wait()
+	}()
+	wg.Go(func() {
+		for {
+			var p pending
+			select {
+			case p = <-inflight:
+			case <-done:
+				return
+			}
+			select {
+			case <-p.tok.Done():
+			case <-lost:
+				return
+			case <-done:
+				return
+			}
+			if err := p.tok.Error(); err != nil {
+				select {
+				case ackErr <- fmt.Errorf("publish: %w", err):
+				default:
+				}
+				return
+			}
+			if err := a.st.deleteOutbox(p.rec.key); err != nil {
+				a.log.Error("outbox delete", "err", err)
+			}
+			if p.rec.kind == recTelemetry {
+				a.mu.Lock()
+				a.info.LastSeqAcked = p.rec.seq
+				a.mu.Unlock()
+			}
+		}
+	})
+
+	sid := a.cfg.StationID
+	var cursor uint64
+	for {
+		recs, err := a.st.outboxAfter(cursor, sendWindow)
+		if err != nil {
+			return fmt.Errorf("outbox read: %w", err)
+		}
+		for _, r := range recs {
+			topic := wire.Topic(sid, wire.KindTelemetry)
+			if r.kind == recAck {
+				topic = wire.Topic(sid, wire.KindAck)
+			}
+			tok := c.Publish(topic, 1, false, r.payload)
+			select {
+			case inflight <- pending{rec: r, tok: tok}:
+			case <-lost:
+				return errConnLost
+			case <-ctx.Done():
+				return ctx.Err()
+			case err := <-ackErr:
+				return err
+			}
+			cursor = r.key
+			if r.kind == recTelemetry {
+				a.mu.Lock()
+				a.info.LastSeqSent = r.seq
+				a.mu.Unlock()
+			}
+		}
+		if len(recs) == sendWindow {
+			continue
+		}
+		select {
+		case <-a.wake:
+		case <-lost:
+			return errConnLost
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-ackErr:
+			return err
+		}
+	}
+}
