@@ -129,6 +129,10 @@ type Broker struct {
 
 	tcp, tls *listener
 
+	// stripes serialise, per station, the reporting of its sessions going
+	// up and down and of its Will; taken before mu.
+	stripes [64]sync.Mutex
+
 	mu       sync.Mutex
 	sessions map[string]*mqtt.Client // live connection per station; guarded by mu
 
@@ -384,6 +388,15 @@ func (b *Broker) Close() error {
 		b.mu.Unlock()
 	})
 	return nil
+}
+
+// stripe returns the lock that serialises sid's session reports.
+func (b *Broker) stripe(sid string) *sync.Mutex {
+	var h uint32 = 2166136261 // FNV-1a
+	for i := 0; i < len(sid); i++ {
+		h = (h ^ uint32(sid[i])) * 16777619
+	}
+	return &b.stripes[h%uint32(len(b.stripes))]
 }
 
 // dropClient closes cl's connection without acknowledging the packet being

@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"errors"
+
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
@@ -120,6 +122,11 @@ func (h *hook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
 	if !ok || sid != cl.ID {
 		return
 	}
+	// The station's stripe lock orders this Will against a new connection
+	// of the same station being reported.
+	sl := h.b.stripe(sid)
+	sl.Lock()
+	defer sl.Unlock()
 	h.b.mu.Lock()
 	current := h.b.sessions[sid] == cl
 	h.b.mu.Unlock()
@@ -138,10 +145,16 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	if cl.Net.Inline {
 		return
 	}
+	if tc, ok := cl.Net.Conn.(*trackedConn); ok {
+		tc.established.Store(true)
+	}
+	sl := h.b.stripe(cl.ID)
+	sl.Lock()
+	defer sl.Unlock()
 	h.b.mu.Lock()
-	defer h.b.mu.Unlock()
 	h.b.sessions[cl.ID] = cl
 	h.b.m.connected.Set(float64(len(h.b.sessions)))
+	h.b.mu.Unlock()
 	if hd := h.b.handler; hd != nil && !h.b.closing.Load() {
 		hd.StationConnected(cl.ID)
 	}
@@ -153,13 +166,23 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	if cl.Net.Inline {
 		return
 	}
+	if errors.Is(err, packets.ErrPacketTooLarge) {
+		h.b.m.oversized.Inc()
+		h.b.log.Info("mqtt packet too large; disconnected", "client", cl.ID)
+	}
+	sl := h.b.stripe(cl.ID)
+	sl.Lock()
+	defer sl.Unlock()
 	h.b.mu.Lock()
-	defer h.b.mu.Unlock()
-	if h.b.sessions[cl.ID] != cl {
+	current := h.b.sessions[cl.ID] == cl
+	if current {
+		delete(h.b.sessions, cl.ID)
+		h.b.m.connected.Set(float64(len(h.b.sessions)))
+	}
+	h.b.mu.Unlock()
+	if !current {
 		return
 	}
-	delete(h.b.sessions, cl.ID)
-	h.b.m.connected.Set(float64(len(h.b.sessions)))
 	if hd := h.b.handler; hd != nil && !h.b.closing.Load() {
 		hd.StationDisconnected(cl.ID)
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -111,8 +112,10 @@ func (l *listener) handle(conn net.Conn, establish listeners.EstablishFn) {
 	}()
 	// mochi replaces this deadline with the keepalive once CONNECT is read.
 	_ = conn.SetDeadline(time.Now().Add(l.b.cfg.ConnectTimeout))
-	err := establish(l.id, conn)
-	if errors.Is(err, packets.ErrPacketTooLarge) {
+	tc := &trackedConn{Conn: conn}
+	err := establish(l.id, tc)
+	// Oversized packets of established sessions are counted by the hook.
+	if errors.Is(err, packets.ErrPacketTooLarge) && !tc.established.Load() {
 		l.b.m.oversized.Inc()
 		l.b.log.Info("mqtt packet too large", "listener", l.id, "remote", conn.RemoteAddr().String())
 	}
@@ -151,4 +154,11 @@ func (l *listener) Close(closeClients listeners.CloseFn) {
 	}
 	l.mu.Unlock()
 	l.wg.Wait()
+}
+
+// trackedConn is the connection handed to mochi; the hook marks it once the
+// MQTT session is established.
+type trackedConn struct {
+	net.Conn
+	established atomic.Bool
 }
