@@ -1,0 +1,212 @@
+package broker
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	mpackets "github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/swapbridge/swapbridge/wire"
+)
+
+var errStoreDown = errors.New("store down")
+
+// MQTT 3.1.1: a failing handler means no PUBACK and a closed connection;
+// paho keeps the message and resends it after reconnecting, and only then
+// does the publish token complete.
+func TestHandlerErrorNoPubackV311(t *testing.T) {
+	rec := newRecorder()
+	rec.fail = func(n int, _ string, kind wire.TopicKind, _ []byte) error {
+		if kind == wire.KindTelemetry && n == 1 {
+			return errStoreDown
+		}
+		return nil
+	}
+	b := startBroker(t, Config{}, newCreds("S1", "one"), rec)
+
+	lost := make(chan error, 1)
+	reconnected := make(chan struct{}, 1)
+	var connects atomic.Int32
+	o := stationOpts(b.Addr(), "S1", "S1", "one").
+		SetCleanSession(false).
+		SetAutoReconnect(true).
+		SetMaxReconnectInterval(100*time.Millisecond).
+		SetWill(wire.Topic("S1", wire.KindStatus), `{"online":false,"boot_id":"b1"}`, 1, true).
+		SetConnectionLostHandler(func(_ paho.Client, err error) { lost <- err }).
+		SetOnConnectHandler(func(paho.Client) {
+			if connects.Add(1) > 1 {
+				reconnected <- struct{}{}
+			}
+		})
+	s1 := mustDial(t, o)
+	rec.expect(t, "up", "S1", "", "")
+
+	payload := `{"boot_id":"b1","seq":1,"full":true}`
+	tok := s1.Publish(wire.Topic("S1", wire.KindTelemetry), 1, false, payload)
+	rec.expect(t, "publish", "S1", wire.KindTelemetry, payload) // fails
+	<-lost
+	select {
+	case <-tok.Done():
+		t.Fatalf("publish token completed (err %v) although the handler failed", tok.Error())
+	default:
+	}
+	// The disconnect is reported, and the Will is not sent for it.
+	rec.expect(t, "down", "S1", "", "")
+
+	<-reconnected
+	rec.expect(t, "up", "S1", "", "")
+	rec.expect(t, "publish", "S1", wire.KindTelemetry, payload) // the resend, accepted
+	if err := wait(t, tok); err != nil {
+		t.Fatalf("publish after reconnect: %v", err)
+	}
+	if got := value(t, b.m.handlerErrors); got != 1 {
+		t.Errorf("handler_errors_total = %v, want 1", got)
+	}
+}
+
+// MQTT 5: the same contract; the client gets DISCONNECT 0x83 instead of a
+// PUBACK carrying an error code (which would complete the exchange).
+func TestHandlerErrorNoPubackV5(t *testing.T) {
+	rec := newRecorder()
+	rec.fail = func(n int, _ string, _ wire.TopicKind, _ []byte) error {
+		if n == 1 {
+			return errStoreDown
+		}
+		return nil
+	}
+	b := startBroker(t, Config{}, newCreds("S1", "one"), rec)
+	topic := wire.Topic("S1", wire.KindTelemetry)
+
+	c := dialV5(t, b.Addr(), "S1", "one")
+	rec.expect(t, "up", "S1", "", "")
+	c.write(t, mpackets.Packet{
+		FixedHeader: mpackets.FixedHeader{Type: mpackets.Publish, Qos: 1},
+		TopicName:   topic, PacketID: 7, Payload: []byte(`{"seq":1}`),
+	})
+	pk := c.read(t)
+	if pk.FixedHeader.Type != mpackets.Disconnect || pk.ReasonCode != mpackets.ErrImplementationSpecificError.Code {
+		t.Fatalf("after a failed publish: got packet type %d reason %#x, want DISCONNECT 0x83", pk.FixedHeader.Type, pk.ReasonCode)
+	}
+	if _, err := c.r.ReadByte(); err != io.EOF {
+		t.Fatalf("connection still open after DISCONNECT: %v", err)
+	}
+	rec.expect(t, "publish", "S1", wire.KindTelemetry, `{"seq":1}`)
+	rec.expect(t, "down", "S1", "", "")
+
+	// The resend after reconnecting is acknowledged with success.
+	c = dialV5(t, b.Addr(), "S1", "one")
+	rec.expect(t, "up", "S1", "", "")
+	c.write(t, mpackets.Packet{
+		FixedHeader: mpackets.FixedHeader{Type: mpackets.Publish, Qos: 1, Dup: true},
+		TopicName:   topic, PacketID: 7, Payload: []byte(`{"seq":1}`),
+	})
+	pk = c.read(t)
+	if pk.FixedHeader.Type != mpackets.Puback || pk.PacketID != 7 || pk.ReasonCode != 0 {
+		t.Fatalf("resend: got packet type %d id %d reason %#x, want PUBACK 7 success", pk.FixedHeader.Type, pk.PacketID, pk.ReasonCode)
+	}
+	rec.expect(t, "publish", "S1", wire.KindTelemetry, `{"seq":1}`)
+
+	// Denied publish under MQTT 5: PUBACK "not authorized", connection kept.
+	c.write(t, mpackets.Packet{
+		FixedHeader: mpackets.FixedHeader{Type: mpackets.Publish, Qos: 1},
+		TopicName:   wire.Topic("S2", wire.KindTelemetry), PacketID: 8, Payload: []byte(`{}`),
+	})
+	pk = c.read(t)
+	if pk.FixedHeader.Type != mpackets.Puback || pk.ReasonCode != mpackets.ErrNotAuthorized.Code {
+		t.Fatalf("denied publish: got packet type %d reason %#x, want PUBACK 0x87", pk.FixedHeader.Type, pk.ReasonCode)
+	}
+}
+
+// v5conn is a raw MQTT 5 client built on mochi's packet codec.
+type v5conn struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+func dialV5(t *testing.T, addr, id, secret string) *v5conn {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	_ = nc.SetDeadline(time.Now().Add(waitFor))
+	c := &v5conn{c: nc, r: bufio.NewReader(nc)}
+	c.write(t, mpackets.Packet{
+		FixedHeader: mpackets.FixedHeader{Type: mpackets.Connect},
+		Connect: mpackets.ConnectParams{
+			ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30,
+			ClientIdentifier: id, UsernameFlag: true, Username: []byte(id),
+			PasswordFlag: true, Password: []byte(secret),
+		},
+	})
+	pk := c.read(t)
+	if pk.FixedHeader.Type != mpackets.Connack || pk.ReasonCode != 0 {
+		t.Fatalf("CONNECT %s: got packet type %d reason %#x", id, pk.FixedHeader.Type, pk.ReasonCode)
+	}
+	return c
+}
+
+func (c *v5conn) write(t *testing.T, pk mpackets.Packet) {
+	t.Helper()
+	pk.ProtocolVersion = 5
+	var buf bytes.Buffer
+	var err error
+	switch pk.FixedHeader.Type {
+	case mpackets.Connect:
+		err = pk.ConnectEncode(&buf)
+	case mpackets.Publish:
+		err = pk.PublishEncode(&buf)
+	default:
+		t.Fatalf("cannot encode packet type %d", pk.FixedHeader.Type)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.c.Write(buf.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (c *v5conn) read(t *testing.T) mpackets.Packet {
+	t.Helper()
+	b, err := c.r.ReadByte()
+	if err != nil {
+		t.Fatalf("read packet: %v", err)
+	}
+	var pk mpackets.Packet
+	pk.ProtocolVersion = 5
+	if err := pk.FixedHeader.Decode(b); err != nil {
+		t.Fatal(err)
+	}
+	n, _, err := mpackets.DecodeLength(c.r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk.FixedHeader.Remaining = n
+	body := make([]byte, n)
+	if _, err := io.ReadFull(c.r, body); err != nil {
+		t.Fatal(err)
+	}
+	switch pk.FixedHeader.Type {
+	case mpackets.Connack:
+		err = pk.ConnackDecode(body)
+	case mpackets.Puback:
+		err = pk.PubackDecode(body)
+	case mpackets.Disconnect:
+		err = pk.DisconnectDecode(body)
+	default:
+		t.Fatalf("unexpected packet type %d", pk.FixedHeader.Type)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pk
+}
