@@ -1,0 +1,17 @@
+// Package web is swapd's live dashboard: static HTML, CSS and JavaScript
+// modules embedded with go:embed, and the http.Handler that serves them.
+//
+// The page is a client of the external contract only: it reads the HTTP API
+// (/api/stations, /api/stations/{sid}, /api/bookings, /api/events) and
+// follows the WebSocket channels /ws/stations/, /ws/stations/{sid}/ and
+// /ws/notifications/, resuming with ?since= after a reconnect. No Node build
+// step is involved; the files under static/ are served as they are.
+//
+// Register mounts GET / and GET /ui/… on a mux. Options.DemoUser and
+// Options.DemoToken, set only by swapd --demo, make /ui/config.json offer a
+// one-click sign-in as the demo user; in normal mode that file says
+// {"demo":false} and carries no secret.
+//
+// Nothing here blocks beyond writing a response, and the package owns no
+// goroutine.
+package web
