@@ -287,13 +287,14 @@ func (b *Bridge) allStations() []*station {
 	return out
 }
 
-// newID returns a unique id: prefix, 10 chars of time, 8 of randomness;
-// ids sort by creation time.
+// newID returns a unique id: the prefix, then the creation time in
+// nanoseconds and 40 random bits, in sortable base32 (ids of one prefix sort
+// by creation time).
 func newID(prefix string, now time.Time) string {
-	var buf [11]byte
+	var buf [13]byte
 	binary.BigEndian.PutUint64(buf[:8], uint64(now.UnixNano()))
 	_, _ = rand.Read(buf[8:])
-	return prefix + idEnc.EncodeToString(buf[2:])
+	return prefix + idEnc.EncodeToString(buf[:])
 }
 
 var idEnc = base32.NewEncoding("0123456789abcdefghijklmnopqrstuv").WithPadding(base32.NoPadding)
@@ -313,6 +314,7 @@ type change struct {
 // one store Update. Only after it succeeded is the cache updated and are the
 // commands handed to the sender.
 func (b *Bridge) commit(ctx context.Context, s *station, c *change, now time.Time) error {
+	b.settleCommands(s, c)
 	stateJSON, err := json.Marshal(&c.next)
 	if err != nil {
 		return fmt.Errorf("bridge: encode station %s: %w", s.info.ID, err)
@@ -379,6 +381,32 @@ func (b *Bridge) commit(ctx context.Context, s *station, c *change, now time.Tim
 		b.enqueue(s.info.ID, r)
 	}
 	return nil
+}
+
+// settleCommands stops the retries of a booking that ends in c: its pending
+// reserve and unlock commands are marked failed in the same commit, so a
+// reserve is never resent after the release that follows it.
+func (b *Bridge) settleCommands(s *station, c *change) {
+	for _, bc := range c.eff.Bookings {
+		switch bc.Status {
+		case wire.BookingStatusPending, wire.BookingStatusConfirmed, wire.BookingStatusReady:
+			continue
+		}
+	next:
+		for _, r := range s.cmds {
+			if r.Cmd.BookingID != bc.ID || r.Cmd.Action == wire.ActionRelease || !r.pending() {
+				continue
+			}
+			for _, u := range c.cmdUpdates {
+				if u.Cmd.ID == r.Cmd.ID {
+					continue next
+				}
+			}
+			upd := *r
+			upd.State, upd.Error = cmdFailed, "booking "+bc.Status
+			c.cmdUpdates = append(c.cmdUpdates, &upd)
+		}
+	}
 }
 
 // updateBooking applies a state-machine booking change to its record.

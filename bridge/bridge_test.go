@@ -511,3 +511,51 @@ func TestOperatorStatusAndNotify(t *testing.T) {
 		t.Fatalf("views %+v", views)
 	}
 }
+
+func TestCancelStopsReserveRetries(t *testing.T) {
+	e := newEnv(t, 2)
+	ctx := context.Background()
+	e.mustPublish(wire.KindTelemetry, fullOf("A", 1, 2, 1))
+	bk, err := e.b.Book(ctx, "u1", "S1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reserve := e.sink.next(t, wire.ActionReserve)
+	e.clock.Advance(time.Millisecond) // the release's id sorts after the reserve's
+	got, err := e.b.Cancel(ctx, "u1", bk.ID)
+	if err != nil || got.Status != wire.BookingStatusCancelled {
+		t.Fatalf("cancel: %+v %v", got, err)
+	}
+	release := e.sink.next(t, wire.ActionRelease)
+	if release.BookingID != bk.ID || release.Slot != bk.Slot {
+		t.Fatalf("release %+v", release)
+	}
+	// Retries continue for the release only, also after a restart.
+	e.reopen()
+	e.b.tick(e.clock.Advance(time.Minute))
+	// Commands are queued in id order, so a resent reserve would come first.
+	select {
+	case c := <-e.sink.ch:
+		if c.cmd.ID != release.ID {
+			t.Fatalf("resent after cancel: %+v, want the release", c.cmd)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("release not resent")
+	}
+	select {
+	case c := <-e.sink.ch:
+		t.Fatalf("unexpected command after cancel: %+v", c)
+	default:
+	}
+	// The reserve's late ack changes nothing; the battery is available.
+	e.mustPublish(wire.KindAck, wire.Ack{ID: reserve.ID, OK: true})
+	if v, _ := e.b.StationView("S1"); v.AvailableBatteries != 1 || v.BookedBatteries != 0 {
+		t.Fatalf("inventory %+v", v.Inventory)
+	}
+	if _, err := e.b.Cancel(ctx, "u1", bk.ID); !errors.Is(err, ErrBookingState) {
+		t.Fatalf("second cancel: %v", err)
+	}
+	if _, err := e.b.Cancel(ctx, "u2", bk.ID); !errors.Is(err, ErrBookingNotFound) {
+		t.Fatalf("cancel by someone else: %v", err)
+	}
+}
