@@ -237,8 +237,11 @@ func (c *Config) fill() error {
 	if err := dur(&c.MaxKeepalive, DefaultMaxKeepalive, "max keepalive", math.MaxUint16*time.Second); err != nil {
 		return err
 	}
-	if err := dur(&c.ConnectTimeout, DefaultConnectTimeout, "connect timeout", time.Hour); err != nil {
-		return err
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.ConnectTimeout < 0 {
+		return fmt.Errorf("broker: negative connect timeout %s", c.ConnectTimeout)
 	}
 	if c.NegativeCacheTTL == 0 {
 		c.NegativeCacheTTL = DefaultNegativeCacheTTL

@@ -69,6 +69,13 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	}
 	if write {
 		h.b.m.pubDenied.Inc()
+		if cl.Properties.ProtocolVersion < 5 {
+			// MQTT 3.1.1 cannot tell a client its publish was refused; the
+			// server must close the connection [MQTT-3.3.5-2]. Closing it
+			// here keeps mochi from sending a DISCONNECT, which 3.1.1
+			// clients treat as a protocol error.
+			cl.Stop(packets.ErrNotAuthorized)
+		}
 	} else {
 		h.b.m.subDenied.Inc()
 	}

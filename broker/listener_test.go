@@ -1,0 +1,140 @@
+package broker
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/swapbridge/swapbridge/wire"
+)
+
+// selfSigned writes a self-signed certificate for 127.0.0.1 and its key into
+// dir and returns the paths and a pool trusting it.
+func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "swapd test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+func TestTLSListener(t *testing.T) {
+	certFile, keyFile, pool := selfSigned(t, t.TempDir())
+	rec := newRecorder()
+	b := startBroker(t, Config{
+		Addr:    "127.0.0.1:0",
+		TLSAddr: "127.0.0.1:0", CertFile: certFile, KeyFile: keyFile,
+	}, newCreds("S1", "one"), rec)
+	if b.TLSAddr() == "" || b.TLSAddr() == b.Addr() {
+		t.Fatalf("TLSAddr %q, Addr %q", b.TLSAddr(), b.Addr())
+	}
+
+	o := stationOpts(b.TLSAddr(), "S1", "S1", "one")
+	o.Servers = nil
+	o.AddBroker("ssl://" + b.TLSAddr()).SetTLSConfig(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
+	s1 := mustDial(t, o)
+	rec.expect(t, "up", "S1", "", "")
+	if err := wait(t, s1.Publish(wire.Topic("S1", wire.KindTelemetry), 1, false, `{"seq":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	rec.expect(t, "publish", "S1", wire.KindTelemetry, `{"seq":1}`)
+
+	// A client that does not trust the certificate fails the handshake.
+	bad := stationOpts(b.TLSAddr(), "S1", "S1", "one")
+	bad.Servers = nil
+	bad.AddBroker("ssl://" + b.TLSAddr()).SetTLSConfig(&tls.Config{MinVersion: tls.VersionTLS12})
+	if _, err := dial(t, bad); err == nil {
+		t.Error("connect with an untrusted certificate succeeded")
+	}
+}
+
+func TestConnectTimeout(t *testing.T) {
+	b := startBroker(t, Config{ConnectTimeout: 50 * time.Millisecond}, newCreds(), nil)
+	c, err := net.Dial("tcp", b.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(waitFor))
+	// Send nothing: the server closes the connection after its deadline.
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("read from a silent connection: %v, want EOF from the server", err)
+	}
+}
+
+// Close disconnects every client, reports no Will and no disconnect to the
+// handler, and leaves no connection goroutine behind.
+func TestCloseWithClients(t *testing.T) {
+	rec := newRecorder()
+	b := startBroker(t, Config{}, newCreds("S1", "one", "S2", "two"), rec)
+	lost := make(chan error, 2)
+	for _, s := range [][2]string{{"S1", "one"}, {"S2", "two"}} {
+		o := stationOpts(b.Addr(), s[0], s[0], s[1]).
+			SetWill(wire.Topic(s[0], wire.KindStatus), `{"online":false}`, 1, true).
+			SetConnectionLostHandler(func(_ paho.Client, err error) { lost <- err })
+		mustDial(t, o)
+		rec.expect(t, "up", s[0], "", "")
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		select {
+		case <-lost:
+		case <-time.After(waitFor):
+			t.Fatal("client not disconnected by Close")
+		}
+	}
+	if n := len(rec.events); n != 0 {
+		t.Errorf("%d handler calls during Close, e.g. %+v", n, <-rec.events)
+	}
+	if _, err := net.Dial("tcp", b.Addr()); err == nil {
+		t.Error("listener still accepting after Close")
+	}
+}
