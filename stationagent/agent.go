@@ -79,8 +79,9 @@ type Agent struct {
 	current  []wire.Slot
 	res      map[int]Reservation
 
-	mu   sync.Mutex
-	info Status
+	mu       sync.Mutex
+	info     Status
+	stClosed bool
 }
 
 // New checks cfg and returns an agent ready to Run. It opens nothing.
@@ -143,11 +144,19 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	if !a.running.CompareAndSwap(false, true) {
 		return errors.New("stationagent: Run called twice")
 	}
-	a.st, err = openState(a.cfg.DataDir)
+	st, err := openState(a.cfg.DataDir)
 	if err != nil {
 		return err
 	}
-	defer a.st.close()
+	a.mu.Lock()
+	a.st = st
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		a.stClosed = true
+		a.mu.Unlock()
+		st.close()
+	}()
 	if a.drv == nil {
 		if a.drv, err = a.openDriver(); err != nil {
 			return fmt.Errorf("driver %s: %w", a.cfg.Driver, err)

@@ -58,12 +58,13 @@ func (a *Agent) Status() Status {
 	s := a.info
 	s.Reservations = slices.Clone(s.Reservations)
 	s.slots = nil
+	st, open := a.st, a.st != nil && !a.stClosed
 	a.mu.Unlock()
 	if s.Reservations == nil {
 		s.Reservations = []Reservation{}
 	}
-	if a.st != nil {
-		s.OutboxDepth = a.st.outboxDepth()
+	if open {
+		s.OutboxDepth = st.outboxDepth() // a closed db answers 0
 	}
 	return s
 }
