@@ -7,10 +7,11 @@
 // /ws/notifications/, resuming with ?since= after a reconnect. No Node build
 // step is involved; the files under static/ are served as they are.
 //
-// Register mounts GET / and GET /ui/… on a mux. Options.DemoUser and
-// Options.DemoToken, set only by swapd --demo, make /ui/config.json offer a
-// one-click sign-in as the demo user; in normal mode that file says
-// {"demo":false} and carries no secret.
+// Register mounts GET / and GET /ui/… on a mux for normal mode, where
+// /ui/config.json says {"demo":false} and carries no secret. swapd --demo
+// mounts a DemoSignIn at GET /ui/config.json as well, which offers the demo
+// user's one-click sign-in; New(Options{DemoUser, DemoToken}) does the same
+// in a single handler.
 //
 // Nothing here blocks beyond writing a response, and the package owns no
 // goroutine.

@@ -9,8 +9,10 @@ import (
 	"io/fs"
 	"mime"
 	"net/http"
+	"net/url"
 	"path"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -80,23 +82,68 @@ func New(opts Options) *Handler {
 	if err != nil {
 		panic("web: reading embedded files: " + err.Error())
 	}
+	h.config = configJSON(opts.DemoUser, opts.DemoToken)
+	return h
+}
+
+// configJSON is the body of /ui/config.json.
+func configJSON(user, token string) []byte {
 	cfg := struct {
 		Demo      bool   `json:"demo"`
 		DemoUser  string `json:"demo_user,omitempty"`
 		DemoToken string `json:"demo_token,omitempty"`
 	}{}
-	if opts.DemoUser != "" && opts.DemoToken != "" {
-		cfg.Demo, cfg.DemoUser, cfg.DemoToken = true, opts.DemoUser, opts.DemoToken
+	if user != "" && token != "" {
+		cfg.Demo, cfg.DemoUser, cfg.DemoToken = true, user, token
 	}
-	h.config, _ = json.Marshal(cfg)
-	return h
+	b, _ := json.Marshal(cfg)
+	return b
 }
 
-// Register mounts the dashboard on mux at GET / (exactly) and GET /ui/.
-func Register(mux *http.ServeMux, opts Options) {
-	h := New(opts)
+// Register mounts the dashboard for normal mode on mux at GET / (exactly)
+// and GET /ui/.
+func Register(mux *http.ServeMux) {
+	h := New(Options{})
 	mux.Handle("GET /{$}", h)
 	mux.Handle("GET /ui/", h)
+}
+
+// Mounted reports whether mux already serves the dashboard at GET /.
+func Mounted(mux *http.ServeMux) bool {
+	_, pattern := mux.Handler(&http.Request{Method: http.MethodGet, Host: "localhost", URL: &url.URL{Path: "/"}})
+	return pattern == "GET /{$}"
+}
+
+// DemoSignIn serves /ui/config.json in demo mode, offering the demo user's
+// one-click sign-in once Set has named it; before that it answers as in
+// normal mode. Mount it at "GET /ui/config.json", a more specific pattern
+// than Register's, so it can sit beside a normal-mode dashboard. It is safe
+// for concurrent use.
+type DemoSignIn struct {
+	body atomic.Pointer[[]byte]
+}
+
+// Set makes the page offer user with token.
+func (d *DemoSignIn) Set(user, token string) {
+	b := configJSON(user, token)
+	d.body.Store(&b)
+}
+
+// ServeHTTP serves the config.
+func (d *DemoSignIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b := configJSON("", "")
+	if p := d.body.Load(); p != nil {
+		b = *p
+	}
+	writeConfig(w, b)
+}
+
+func writeConfig(w http.ResponseWriter, b []byte) {
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/json")
+	hdr.Set("Cache-Control", "no-store")
+	hdr.Set("X-Content-Type-Options", "nosniff")
+	w.Write(b)
 }
 
 // contentSecurityPolicy keeps the page to its own scripts, styles and
@@ -115,9 +162,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	hdr.Set("Referrer-Policy", "no-referrer")
 	if r.URL.Path == "/ui/config.json" {
-		hdr.Set("Content-Type", "application/json")
-		hdr.Set("Cache-Control", "no-store")
-		w.Write(h.config)
+		writeConfig(w, h.config)
 		return
 	}
 	f, ok := h.files[r.URL.Path]

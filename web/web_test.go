@@ -14,7 +14,9 @@ import (
 func serve(t *testing.T, opts web.Options) *httptest.Server {
 	t.Helper()
 	mux := http.NewServeMux()
-	web.Register(mux, opts)
+	h := web.New(opts)
+	mux.Handle("GET /{$}", h)
+	mux.Handle("GET /ui/", h)
 	mux.HandleFunc("GET /api/stations", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, `{"stations":[]}`)
 	})
@@ -146,5 +148,33 @@ func TestRejectsOtherMethods(t *testing.T) {
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/", nil))
 	if rec.Code != http.StatusMethodNotAllowed {
 		t.Fatalf("POST / = %d, want 405", rec.Code)
+	}
+}
+
+func TestRegisterAndDemoSignIn(t *testing.T) {
+	mux := http.NewServeMux()
+	if web.Mounted(mux) {
+		t.Fatal("Mounted on an empty mux")
+	}
+	web.Register(mux)
+	if !web.Mounted(mux) {
+		t.Fatal("not Mounted after Register")
+	}
+	var demo web.DemoSignIn
+	mux.Handle("GET /ui/config.json", &demo)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	_, body := get(t, srv.URL+"/ui/config.json", nil)
+	if strings.Contains(body, "demo_token") || !strings.Contains(body, `"demo":false`) {
+		t.Fatalf("before Set: %s", body)
+	}
+	demo.Set("rider", "secret-1")
+	_, body = get(t, srv.URL+"/ui/config.json", nil)
+	if !strings.Contains(body, `"demo_token":"secret-1"`) || !strings.Contains(body, `"demo_user":"rider"`) {
+		t.Fatalf("after Set: %s", body)
+	}
+	if resp, _ := get(t, srv.URL+"/ui/app.js", nil); resp.StatusCode != 200 {
+		t.Fatalf("app.js beside the demo config: %d", resp.StatusCode)
 	}
 }
