@@ -190,7 +190,7 @@ func (s *Store) EventsAfter(ch Channel, since uint64, limit int) ([]Event, error
 		if limit > 0 && uint64(limit) < n {
 			n = uint64(limit)
 		}
-		out = make([]Event, 0, min(n, 1024))
+		out = make([]Event, 0, min(n, 64))
 		return readEvents(btx, ch, since, last, limit, func(ev Event) {
 			out = append(out, ev)
 		})
@@ -231,7 +231,7 @@ func readEvents(btx *bolt.Tx, ch Channel, since, last uint64, limit int, fn func
 		prefix = append(prefix, 0)
 		seek := binary.BigEndian.AppendUint64(prefix, since+1)
 		prefix = seek[:len(prefix)]
-		c := idx.Cursor()
+		c, evc := idx.Cursor(), evb.Cursor() // one cursor for all lookups: no allocation per event
 		for k, _ := c.Seek(seek); k != nil && bytes.HasPrefix(k, prefix) && (limit <= 0 || n < limit); k, _ = c.Next() {
 			if len(k) != len(prefix)+8 {
 				continue // cannot happen with valid ids; never misread
@@ -241,8 +241,8 @@ func readEvents(btx *bolt.Tx, ch Channel, since, last uint64, limit int, fn func
 			if seq > last {
 				break
 			}
-			v := evb.Get(seqKey)
-			if v == nil {
+			ek, v := evc.Seek(seqKey)
+			if !bytes.Equal(ek, seqKey) {
 				return fmt.Errorf("store: index entry for missing event %d: %w", seq, errCorrupt)
 			}
 			if err := emit(seq, v); err != nil {

@@ -88,9 +88,10 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:      opts.OpenTimeout,
-		NoSync:       opts.NoSync,
-		FreelistType: bolt.FreelistMapType,
+		Timeout:        opts.OpenTimeout,
+		NoSync:         opts.NoSync,
+		FreelistType:   bolt.FreelistMapType,
+		NoFreelistSync: true,
 	})
 	if err != nil {
 		if errors.Is(err, bolterrors.ErrTimeout) {
