@@ -293,8 +293,6 @@ func newSim(t *testing.T, cfg sim.Config) *sim.Driver {
 	return d
 }
 
-
-
 func (o *observer) next(t *testing.T, what string, ok func(msg) bool) msg {
 	t.Helper()
 	return waitMsg(t, o.Msgs, what, ok)
