@@ -1,15 +1,49 @@
 // Package store is swapd's durable state on bbolt: provisioned stations and
 // their credential hashes, users and their token hashes, the runtime records
-// the bridge keeps (station state, bookings, commands), and the append-only
-// event log with its per-station and per-user indexes.
+// the bridge keeps (station state, bookings, commands; see Kind), and the
+// append-only event log with its per-station and per-user indexes.
+//
+// # Writes: group commit
 //
 // Writes that must be durable before the caller answers anyone go through
-// Update, a group commit: many concurrent callers share one bbolt
-// transaction and one fsync, and the next commit starts as soon as the
-// previous fsync returns, with whatever queued meanwhile. Update blocks until
-// the caller's changes are on disk (or failed). Events appended in a commit are
-// handed, after the fsync and in seq order, to the commit listener (see
-// SetCommitListener), from the committer goroutine.
+// Update. Many concurrent callers share one bbolt transaction and one fsync:
+// a committer goroutine takes everything queued (up to Options.MaxBatch),
+// runs each caller's fn in turn in one read-write transaction, commits, and
+// starts the next commit as soon as that returns, with whatever queued
+// meanwhile; there is no batching delay. If one fn fails, the transaction is
+// rolled back, that caller gets its error, and the batch is rerun without it,
+// so a fn may run more than once. Events appended in a commit are handed,
+// after the fsync and in seq order, to the commit listener (see
+// SetCommitListener), from the committer goroutine, before the callers'
+// Updates return.
+//
+// # The event log
+//
+// One global sequence numbers every event (uint64, never reused: the last
+// seq is persisted, so neither compaction nor a reopen can hand it out
+// again). Each event is stored once, as a small header (time, type, station,
+// user) followed by its complete wire frame, so reads return Event.Data
+// without encoding. Two indexes, station id + seq and user id + seq, let
+// EventsAfter read one station's or one user's events after a seq by seeking
+// the index, never looking at other channels. The all-stations channel has
+// no index of its own: it walks the log from the requested seq and skips
+// user events (these are a small share of the log, and the walk is
+// sequential).
+//
+// Retention (Options.Retention, by age and by count) removes a prefix of the
+// log, in transactions of bounded size, every Options.CompactEvery and on
+// Compact. FirstSeq is the oldest retained seq; EventsAfter returns
+// ErrCompacted when the caller's since falls before it.
+//
+// # Blocking
+//
+// Open blocks up to Options.OpenTimeout for the file lock. Update blocks
+// until the caller's changes are on disk (or failed). Close waits for the
+// running commit and compaction step. View, EventsAfter, Events, Station,
+// Stations, StationSecretHash, User and UserByTokenHash read the last
+// committed state without waiting for writers; LastSeq and FirstSeq are
+// atomic loads. An Update fn, View fn or commit listener must not call
+// Update (the committer would wait for itself).
 //
 // The store knows nothing of MQTT or WebSocket.
 package store

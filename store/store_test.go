@@ -963,3 +963,53 @@ func TestEventsIterator(t *testing.T) {
 		t.Fatalf("break after 3 gave %d", count)
 	}
 }
+
+func TestMaxBatch(t *testing.T) {
+	s := openT(t, "", Options{MaxBatch: 3})
+	var calls []int
+	var mu sync.Mutex
+	s.SetCommitListener(func(evs []Event) {
+		mu.Lock()
+		calls = append(calls, len(evs))
+		mu.Unlock()
+	})
+	release := blockCommitter(t, s)
+	const n = 7
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			if _, err := s.Update(context.Background(), func(tx *Tx) error {
+				ev := stationEv("a", "x")
+				return tx.Append(&ev)
+			}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	waitQueued(t, s, n)
+	release()
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(calls) != "[3 3 1]" {
+		t.Fatalf("commit sizes %v, want [3 3 1]", calls)
+	}
+}
+
+func FuzzDecodeRecord(f *testing.F) {
+	buf := make([]byte, recordHeaderLen("x", "st-1", "u"))
+	putRecordHeader(buf, 42, "x", "st-1", "u")
+	f.Add(append(buf, `{"type":"x"}`...))
+	f.Add([]byte{1, 0, 0, 0, 0, 0, 0, 0, 0, 255})
+	f.Fuzz(func(t *testing.T, v []byte) {
+		r, ok := decodeRecord(v)
+		if !ok {
+			return
+		}
+		re := make([]byte, recordHeaderLen(string(r.typ), string(r.sid), string(r.uid)))
+		putRecordHeader(re, r.ns, string(r.typ), string(r.sid), string(r.uid))
+		if string(append(re, r.data...)) != string(v) {
+			t.Fatalf("record %x does not round-trip", v)
+		}
+	})
+}
