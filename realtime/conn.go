@@ -134,10 +134,11 @@ func (c *client) abort() {
 // reader (the client's close reply, at most closeGrace) and closes the socket.
 func (c *client) writeLoop() {
 	defer c.hub.wg.Done()
-	b := batchPool.Get().(*batch)
+	var b *batch
 	defer func() {
-		b.reset()
-		batchPool.Put(b)
+		if b != nil {
+			putBatch(b)
+		}
 	}()
 	for {
 		c.mu.Lock()
@@ -150,6 +151,9 @@ func (c *client) writeLoop() {
 		}
 		c.queue, c.spare = c.spare[:0], nil
 		c.qbytes = 0
+		if b == nil {
+			b = getBatch()
+		}
 		b.reset()
 		for _, it := range items {
 			b.text(it.data)

@@ -32,49 +32,52 @@ func appendFrameHeader(dst []byte, op byte, n int) []byte {
 	}
 }
 
-// batch collects frames for one write. Batches are pooled so an idle
-// connection holds none.
+// batch collects frames for one write: the frames are copied into one
+// buffer, which is written with a single Write. Batches are pooled, so an
+// idle connection holds none, and a single Write keeps frames whole even if
+// another goroutine writes to the socket (gorilla answers protocol errors
+// from the reader). Copying a few KiB costs less than a syscall, and writev
+// would keep an iovec array cached per socket.
 type batch struct {
-	hdr   []byte // frame headers and small control payloads
-	parts []part
-	bufs  net.Buffers
-	flat  []byte
-	n     int // frames in the batch
+	buf []byte
+	n   int // frames in the batch
 }
 
-// part is a header range in hdr followed by an optional shared payload.
-type part struct {
-	start, end int
-	payload    []byte
-}
+// maxPooledBatch bounds the buffers kept in the pool.
+const maxPooledBatch = 256 << 10
 
-var batchPool = sync.Pool{New: func() any { return new(batch) }}
+var batchPool = sync.Pool{New: func() any { return &batch{buf: make([]byte, 0, 512)} }}
+
+func getBatch() *batch { return batchPool.Get().(*batch) }
+
+func putBatch(b *batch) {
+	if cap(b.buf) > maxPooledBatch {
+		return
+	}
+	b.reset()
+	batchPool.Put(b)
+}
 
 func (b *batch) reset() {
-	b.hdr = b.hdr[:0]
-	clear(b.parts)
-	b.parts = b.parts[:0]
+	b.buf = b.buf[:0]
 	b.n = 0
 }
 
-// text adds a text frame whose payload is shared (not copied).
+// text adds a text frame.
 func (b *batch) text(payload []byte) {
-	s := len(b.hdr)
-	b.hdr = appendFrameHeader(b.hdr, opText, len(payload))
-	b.parts = append(b.parts, part{start: s, end: len(b.hdr), payload: payload})
+	b.buf = appendFrameHeader(b.buf, opText, len(payload))
+	b.buf = append(b.buf, payload...)
 	b.n++
 }
 
-// control adds a control frame (ping, pong, close); payload ≤ 125 bytes is
-// copied.
+// control adds a control frame (ping, pong, close); the payload is cut to
+// 125 bytes.
 func (b *batch) control(op byte, payload []byte) {
 	if len(payload) > 125 {
 		payload = payload[:125]
 	}
-	s := len(b.hdr)
-	b.hdr = appendFrameHeader(b.hdr, op, len(payload))
-	b.hdr = append(b.hdr, payload...)
-	b.parts = append(b.parts, part{start: s, end: len(b.hdr)})
+	b.buf = appendFrameHeader(b.buf, op, len(payload))
+	b.buf = append(b.buf, payload...)
 	b.n++
 }
 
@@ -86,35 +89,11 @@ func (b *batch) closeFrame(code int, reason string) {
 	b.control(opClose, p[:n])
 }
 
-// writeTo writes the whole batch to c in one call: writev on TCP and Unix
-// sockets, a single Write of a flattened copy otherwise (so another writer on
-// a TLS connection can never interleave inside a frame).
+// writeTo writes the whole batch to c in one call.
 func (b *batch) writeTo(c net.Conn) error {
-	if len(b.parts) == 0 {
+	if len(b.buf) == 0 {
 		return nil
 	}
-	switch c.(type) {
-	case *net.TCPConn, *net.UnixConn:
-		b.bufs = b.bufs[:0]
-		for _, p := range b.parts {
-			b.bufs = append(b.bufs, b.hdr[p.start:p.end])
-			if len(p.payload) > 0 {
-				b.bufs = append(b.bufs, p.payload)
-			}
-		}
-		bufs := b.bufs
-		_, err := bufs.WriteTo(c)
-		clear(b.bufs)
-		return err
-	}
-	b.flat = b.flat[:0]
-	for _, p := range b.parts {
-		b.flat = append(b.flat, b.hdr[p.start:p.end]...)
-		b.flat = append(b.flat, p.payload...)
-	}
-	_, err := c.Write(b.flat)
-	if cap(b.flat) > 1<<20 {
-		b.flat = nil // do not pool huge buffers
-	}
+	_, err := c.Write(b.buf)
 	return err
 }

@@ -373,12 +373,8 @@ func (h *Hub) handshake(c *client, since uint64, resume bool) error {
 	}
 	now := time.Now().UTC()
 	hello, _ := json.Marshal(wire.Hello{Type: wire.TypeHello, TS: now, Channel: channelName(c.ch), Seq: last, Recovered: recovered})
-	b := batchPool.Get().(*batch)
-	defer func() {
-		b.reset()
-		batchPool.Put(b)
-	}()
-	b.reset()
+	b := getBatch()
+	defer putBatch(b)
 	b.text(hello)
 	sent := last
 	if recovered {

@@ -568,7 +568,7 @@ func TestFrameLengths(t *testing.T) {
 	}
 	var b batch
 	b.closeFrame(websocket.CloseGoingAway, strings.Repeat("r", 300))
-	if len(b.hdr) != 2+125 || b.hdr[1] != 125 {
-		t.Fatalf("close frame of %d bytes, want 127", len(b.hdr))
+	if len(b.buf) != 2+125 || b.buf[1] != 125 {
+		t.Fatalf("close frame of %d bytes, want 127", len(b.buf))
 	}
 }
