@@ -43,10 +43,21 @@
 // station has already been established. Will delay intervals are ignored
 // (the Will is sent at once).
 //
-// StationConnected and StationDisconnected are called with an internal lock
-// held so that they arrive in order; they must not block. For a station
-// reconnecting over a half-open connection, the order is always consistent:
-// the last call reflects the live session.
+// StationConnected and StationDisconnected are called in order per station
+// (under a per-station lock) and must not block. When a station reconnects
+// while its old connection is still open (or is being closed), the old
+// session's Will and end are reported before the new session is up, or not
+// at all; the last call for a station always reflects its live session.
+//
+// # Refusals
+//
+// A refused CONNECT gets CONNACK "not authorized" (MQTT 3.1.1, code 5) or
+// "bad username or password" (MQTT 5, 0x86). A subscription outside the
+// station's own cmd gets SUBACK failure 0x80 (3.1.1) or 0x87 (5). A publish
+// outside its own topics closes the connection under MQTT 3.1.1, which has
+// no negative acknowledgement [MQTT-3.3.5-2]; under MQTT 5 it gets PUBACK
+// 0x87 at QoS 1 and is dropped at QoS 0. A packet over MaxPacketSize or a
+// payload over 64 KiB closes the connection. Each of these is counted.
 //
 // # Blocking
 //
