@@ -207,6 +207,7 @@ func TestTopicsOutsideOwn(t *testing.T) {
 		s1.Disconnect(0)
 		rec.expect(t, "down", "S1", "", "")
 		s1 = mustDial(t, stationOpts(b.Addr(), "S1", "S1", "one").
+			SetWill(wire.Topic("S1", wire.KindStatus), `{"online":false}`, 1, true).
 			SetConnectionLostHandler(func(_ paho.Client, err error) { lost <- err }))
 		rec.expect(t, "up", "S1", "", "")
 		s1.Publish(pub.topic, pub.qos, false, `{"evil":true}`)
@@ -215,7 +216,7 @@ func TestTopicsOutsideOwn(t *testing.T) {
 		case <-time.After(waitFor):
 			t.Fatalf("publish to %s at QoS %d: connection not closed", pub.topic, pub.qos)
 		}
-		rec.expect(t, "down", "S1", "", "") // and no publish before it
+		rec.expect(t, "down", "S1", "", "") // no publish, and no Will, before it
 		if got := value(t, b.m.pubDenied) - pubBefore; got != 1 {
 			t.Errorf("publish to %s: publishes_denied_total grew by %v, want 1", pub.topic, got)
 		}

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"errors"
+	"sync/atomic"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -73,7 +74,9 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 			// MQTT 3.1.1 cannot tell a client its publish was refused; the
 			// server must close the connection [MQTT-3.3.5-2]. Closing it
 			// here keeps mochi from sending a DISCONNECT, which 3.1.1
-			// clients treat as a protocol error.
+			// clients treat as a protocol error. The station is expected to
+			// reconnect, so its Will is not published.
+			atomic.StoreUint32(&cl.Properties.Will.Flag, 0)
 			cl.Stop(packets.ErrNotAuthorized)
 		}
 	} else {
