@@ -152,7 +152,6 @@ func (b *Bridge) start(ctx context.Context) error {
 		return fmt.Errorf("bridge: load stations: %w", err)
 	}
 	now := b.cfg.Clock()
-	var purge []string
 	err = b.store.View(func(tx *store.Tx) error {
 		for _, info := range infos {
 			s := &station{info: info, cmds: make(map[string]*commandRec)}
@@ -175,21 +174,15 @@ func (b *Bridge) start(ctx context.Context) error {
 		}
 		return tx.Scan(store.KindCommand, "", func(key string, value []byte) bool {
 			var c commandRec
-			if err := json.Unmarshal(value, &c); err != nil {
-				b.log.Warn("bridge: undecodable command record", "id", key, "err", err)
-				purge = append(purge, key)
+			if json.Unmarshal(value, &c) != nil || !c.pending() {
 				return true
 			}
-			s := b.stations[c.StationID]
-			switch {
-			case c.pending() && s != nil:
+			if s := b.stations[c.StationID]; s != nil {
 				c.NextAt = now
 				if c.Deadline.Before(now.Add(b.cfg.CommandRetry)) {
 					c.Deadline = now.Add(b.cfg.CommandRetry)
 				}
 				s.cmds[key] = &c
-			case !c.pending() && now.Sub(c.Created) > b.cfg.CommandKeep, s == nil:
-				purge = append(purge, key)
 			}
 			return true
 		})
@@ -197,23 +190,51 @@ func (b *Bridge) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bridge: load state: %w", err)
 	}
-	if len(purge) > 0 {
-		_, err := b.store.Update(ctx, func(tx *store.Tx) error {
-			for _, k := range purge {
-				if err := tx.Delete(store.KindCommand, k); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("bridge: purge old commands: %w", err)
-		}
+	if err := b.purgeCommands(ctx, now); err != nil {
+		return err
 	}
 	b.started = true
 	b.wg.Add(2)
 	go b.sender()
 	go b.ticker()
+	return nil
+}
+
+// purgeCommands deletes settled (acked or failed) command records older
+// than CommandKeep, and records that cannot be decoded or belong to no
+// station. Pending records are never touched.
+func (b *Bridge) purgeCommands(ctx context.Context, now time.Time) error {
+	var purge []string
+	err := b.store.View(func(tx *store.Tx) error {
+		return tx.Scan(store.KindCommand, "", func(key string, value []byte) bool {
+			var c commandRec
+			if err := json.Unmarshal(value, &c); err != nil {
+				purge = append(purge, key)
+				return true
+			}
+			b.mu.RLock()
+			known := b.stations[c.StationID] != nil
+			b.mu.RUnlock()
+			if !known || (!c.pending() && now.Sub(c.Created) > b.cfg.CommandKeep) {
+				purge = append(purge, key)
+			}
+			return true
+		})
+	})
+	if err != nil || len(purge) == 0 {
+		return err
+	}
+	_, err = b.store.Update(ctx, func(tx *store.Tx) error {
+		for _, k := range purge {
+			if err := tx.Delete(store.KindCommand, k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("bridge: purge old commands: %w", err)
+	}
 	return nil
 }
 
@@ -520,12 +541,22 @@ func (b *Bridge) ticker() {
 	defer b.wg.Done()
 	t := time.NewTicker(b.cfg.TickInterval)
 	defer t.Stop()
+	lastPurge := b.cfg.Clock()
 	for {
 		select {
 		case <-b.done:
 			return
 		case <-t.C:
-			b.tick(b.cfg.Clock())
+			now := b.cfg.Clock()
+			b.tick(now)
+			if now.Sub(lastPurge) >= time.Hour {
+				lastPurge = now
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				if err := b.purgeCommands(ctx, now); err != nil {
+					b.log.Warn("bridge: purge commands", "err", err)
+				}
+				cancel()
+			}
 		}
 	}
 }

@@ -559,3 +559,48 @@ func TestCancelStopsReserveRetries(t *testing.T) {
 		t.Fatalf("cancel by someone else: %v", err)
 	}
 }
+
+func TestCommandRecordsPersistedAndPurged(t *testing.T) {
+	e := newEnv(t, 2)
+	ctx := context.Background()
+	e.mustPublish(wire.KindTelemetry, fullOf("A", 1, 2, 2))
+	bk1, _ := e.b.Book(ctx, "u1", "S1")
+	r1 := e.sink.next(t, wire.ActionReserve)
+	e.clock.Advance(time.Millisecond)
+	bk2, _ := e.b.Book(ctx, "u2", "S1")
+	e.sink.next(t, wire.ActionReserve)
+	e.mustPublish(wire.KindAck, wire.Ack{ID: r1.ID, OK: true})
+	states := func() map[string]string {
+		out := map[string]string{}
+		err := e.st.View(func(tx *store.Tx) error {
+			return tx.Scan(store.KindCommand, "", func(k string, v []byte) bool {
+				var c commandRec
+				if err := json.Unmarshal(v, &c); err != nil {
+					t.Fatal(err)
+				}
+				out[c.Cmd.BookingID] = c.State
+				return true
+			})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	// The sender marks a command sent right after delivering it; Close waits
+	// for the sender, so the mark is stored once Close returns.
+	e.b.Close()
+	if got := states(); got[bk2.ID] != cmdSent {
+		t.Fatalf("states %v", got)
+	}
+	if got := states(); got[bk1.ID] != cmdAcked {
+		t.Fatalf("states %v", got)
+	}
+	if err := e.b.purgeCommands(ctx, e.clock.Advance(25*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	got := states()
+	if _, ok := got[bk1.ID]; ok || got[bk2.ID] != cmdSent {
+		t.Fatalf("after purge %v", got)
+	}
+}
