@@ -29,7 +29,7 @@ func domainError(err error) (status int, code, msg string, ok bool) {
 		return http.StatusBadRequest, "bad_request", cleanMessage(err, "the request is not valid"), true
 	case errors.Is(err, store.ErrExists):
 		return http.StatusConflict, "already_exists", "an entry with that id already exists", true
-	case errors.Is(err, store.ErrClosed):
+	case errors.Is(err, store.ErrClosed), errors.Is(err, bridge.ErrClosed):
 		return http.StatusServiceUnavailable, "shutting_down", "the server is shutting down", true
 	}
 	return 0, "", "", false

@@ -91,6 +91,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		TLSAddr:    cfg.MQTTTLS.Addr,
 		CertFile:   cfg.MQTTTLS.CertFile,
 		KeyFile:    cfg.MQTTTLS.KeyFile,
+		NotFound:   store.ErrNotFound,
 		Registerer: s.reg,
 		Logger:     log.With("part", "broker"),
 	}, st)
