@@ -355,6 +355,10 @@ func (s *Store) tryCommit(live []*request) (int, error) {
 	seq := s.last
 	nEvents := 0
 	for i, r := range live {
+		r.events, r.err = nil, r.ctx.Err()
+		if r.err != nil {
+			continue // ctx ended before its fn ran: skip it, keep the batch
+		}
 		t := &Tx{btx: btx, seq: &seq, writable: true}
 		err := callFn(r.fn, t)
 		t.btx = nil
@@ -395,7 +399,7 @@ func (s *Store) tryCommit(live []*request) (int, error) {
 		}
 	}
 	for _, r := range live {
-		r.reply(r.events, nil)
+		r.reply(r.events, r.err)
 	}
 	return -1, nil
 }

@@ -1013,3 +1013,52 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 	})
 }
+
+// TestUpdateContextInBatch: a ctx that ends while earlier fns of its batch
+// run still keeps its fn from running, and the others commit.
+func TestUpdateContextInBatch(t *testing.T) {
+	s := openT(t, "", Options{})
+	release := blockCommitter(t, s)
+	aStarted, aGate := make(chan struct{}), make(chan struct{})
+	aDone := make(chan error, 1)
+	go func() {
+		_, err := s.Update(context.Background(), func(tx *Tx) error {
+			select {
+			case <-aStarted:
+			default:
+				close(aStarted)
+			}
+			<-aGate
+			ev := stationEv("a", "x")
+			return tx.Append(&ev)
+		})
+		aDone <- err
+	}()
+	waitQueued(t, s, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{}, 1)
+	bDone := make(chan error, 1)
+	go func() {
+		_, err := s.Update(ctx, func(*Tx) error { ran <- struct{}{}; return nil })
+		bDone <- err
+	}()
+	waitQueued(t, s, 2)
+	release()
+	waitChan(t, aStarted, "first fn of the batch")
+	cancel()
+	close(aGate)
+	if err := <-aDone; err != nil {
+		t.Fatalf("first Update: %v", err)
+	}
+	if err := <-bDone; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled Update: %v, want context.Canceled", err)
+	}
+	select {
+	case <-ran:
+		t.Fatal("fn of a cancelled Update ran")
+	default:
+	}
+	if s.LastSeq() != 1 {
+		t.Fatalf("LastSeq %d, want 1", s.LastSeq())
+	}
+}
