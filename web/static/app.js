@@ -153,7 +153,7 @@ function makeCard(view) {
   const details = h('button', {
     type: 'button', class: 'btn btn-sm btn-ghost', 'aria-label': `Show the slots of ${view.name || id}`,
     onclick: () => (location.hash = '#/stations/' + encodeURIComponent(id)),
-  }, 'Slots');
+  }, 'Details');
   const book = h('button', {
     type: 'button', class: 'btn btn-sm btn-primary', 'data-action': 'book',
     'aria-label': `Book a battery at ${view.name || id}`, hidden: !state.token,
@@ -380,14 +380,16 @@ function renderSlot(sl) {
   const tags = h('div', { class: 'tags' });
   if (sl.reserved) tags.append(h('span', { class: 'tag reserved', text: 'reserved' }));
   if (sl.fault) tags.append(h('span', { class: 'tag fault', text: 'fault: ' + sl.fault }));
-  if (sl.swappable) tags.append(h('span', { class: 'tag ready', text: 'ready' }));
-  if (sl.charging) tags.append(h('span', { class: 'tag', text: 'charging' }));
-  tags.append(h('span', { class: 'tag' + (sl.door === 'open' ? ' open' : ''), text: `door ${sl.door || '?'}` }));
-  tags.append(h('span', { class: 'tag', text: sl.locked ? 'locked' : 'unlocked' }));
+  if (sl.swappable) tags.append(h('span', { class: 'tag ready', text: 'ready to swap' }));
+  else if (sl.charging) tags.append(h('span', { class: 'tag', text: 'charging' }));
+  if (sl.door === 'open') tags.append(h('span', { class: 'tag open', text: 'door open' }));
+  const doorLock = `${sl.door || '?'} · ${sl.locked ? 'locked' : 'unlocked'}`;
   if (!sl.battery_id) {
     return h('li', { class: 'slot', 'data-state': st, 'data-slot': sl.slot, 'aria-label': `${label}: empty` },
       h('div', { class: 'slot-top' }, h('span', { class: 'slot-no', text: label })),
-      h('div', { class: 'empty-slot', text: 'empty' }), tags);
+      h('div', { class: 'empty-slot', text: 'empty' }),
+      h('dl', { class: 'slot-meta' }, h('div', { class: 'wide' }, h('dt', { text: 'Door ' }), h('dd', { text: doorLock }))),
+      tags);
   }
   const soc = Math.max(0, Math.min(100, Number(sl.soc) || 0));
   const lvl = soc >= 80 ? 'hi' : soc >= 40 ? 'mid' : 'lo';
@@ -401,7 +403,8 @@ function renderSlot(sl) {
     h('span', { class: 'soc-val', text: pct(soc) })),
   h('dl', { class: 'slot-meta' },
     h('div', {}, h('dt', { text: 'SoH ' }), h('dd', { text: pct(sl.soh) })),
-    h('div', {}, h('dt', { text: 'Temp ' }), h('dd', { text: `${(Number(sl.temp_c) || 0).toFixed(1)} °C` }))),
+    h('div', {}, h('dt', { text: 'Temp ' }), h('dd', { text: `${(Number(sl.temp_c) || 0).toFixed(1)} °C` })),
+    h('div', { class: 'wide' }, h('dt', { text: 'Door ' }), h('dd', { text: doorLock }))),
   tags);
 }
 

@@ -1,0 +1,359 @@
+package web_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	cdplog "github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"github.com/swapbridge/swapbridge/client"
+	"github.com/swapbridge/swapbridge/server"
+)
+
+// findChromium returns the browser to drive: $SWAPBRIDGE_CHROMIUM, else
+// Debian's /usr/bin/chromium, else chromium or google-chrome on PATH.
+func findChromium() string {
+	if p := os.Getenv("SWAPBRIDGE_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// socketCutter is a reverse proxy in front of swapd that can cut every
+// WebSocket passing through it, as a server restart or a network drop
+// would, while the page stays loaded.
+type socketCutter struct {
+	*httptest.Server
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+func newSocketCutter(t *testing.T, backend string) *socketCutter {
+	target, err := url.Parse(backend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &socketCutter{conns: map[net.Conn]struct{}{}}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.ErrorLog = nil
+	c.Server = httptest.NewUnstartedServer(rp)
+	c.Config.ConnState = func(conn net.Conn, st http.ConnState) {
+		if st == http.StateHijacked { // an upgraded WebSocket
+			c.mu.Lock()
+			c.conns[conn] = struct{}{}
+			c.mu.Unlock()
+		}
+	}
+	c.Start()
+	t.Cleanup(c.Close)
+	return c
+}
+
+// cut closes every WebSocket connection and returns how many it closed.
+func (c *socketCutter) cut() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := len(c.conns)
+	for conn := range c.conns {
+		conn.Close()
+		delete(c.conns, conn)
+	}
+	return n
+}
+
+// consoleErrors collects the page's console errors, uncaught exceptions
+// and browser log entries at error level.
+type consoleErrors struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (c *consoleErrors) listen(ctx context.Context) error {
+	return chromedp.Listen(ctx, func(ev any) {
+		var msg string
+		switch ev := ev.(type) {
+		case *runtime.EventConsoleAPICalled:
+			if ev.Type == runtime.ConsoleAPICalledTypeError {
+				var parts []string
+				for _, a := range ev.Args {
+					parts = append(parts, string(a.Value)+a.Description)
+				}
+				msg = "console.error: " + strings.Join(parts, " ")
+			}
+		case *runtime.EventExceptionThrown:
+			msg = "exception: " + ev.ExceptionDetails.Text
+			if ev.ExceptionDetails.Exception != nil {
+				msg += " " + ev.ExceptionDetails.Exception.Description
+			}
+		case *cdplog.EventEntryAdded:
+			if ev.Entry.Level == cdplog.EntryLevelError {
+				msg = "log: " + ev.Entry.Text + " " + ev.Entry.URL
+			}
+		}
+		if msg != "" {
+			c.mu.Lock()
+			c.msgs = append(c.msgs, msg)
+			c.mu.Unlock()
+		}
+	})
+}
+
+func (c *consoleErrors) list() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.msgs)
+}
+
+// stationEventSeqs returns the seqs of every all-stations event with
+// seq in (since, upto], read page by page from GET /api/events.
+func stationEventSeqs(ctx context.Context, t *testing.T, c *client.Client, since, upto uint64) []uint64 {
+	t.Helper()
+	var out []uint64
+	for since < upto {
+		var page struct {
+			Events    []struct{ Seq uint64 } `json:"events"`
+			NextSince uint64                 `json:"next_since"`
+			Gap       bool                   `json:"gap"`
+		}
+		if err := c.Do(ctx, http.MethodGet, fmt.Sprintf("/api/events?since=%d&limit=1000", since), nil, &page); err != nil {
+			t.Fatalf("GET /api/events: %v", err)
+		}
+		if page.Gap {
+			t.Fatal("GET /api/events reports a retention gap in a fresh demo")
+		}
+		if len(page.Events) == 0 {
+			break
+		}
+		for _, e := range page.Events {
+			if e.Seq <= upto {
+				out = append(out, e.Seq)
+			}
+		}
+		since = page.NextSince
+	}
+	return out
+}
+
+// pageSeqs is what the page reports about the events it handled.
+type pageSeqs struct {
+	Hello uint64   `json:"hello"`
+	Seqs  []uint64 `json:"seqs"`
+}
+
+// evalJS evaluates expr in the page and decodes its value.
+func evalJS[T any](t *testing.T, ctx context.Context, expr string) T {
+	t.Helper()
+	actx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(actx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		t.Fatalf("evaluate %s: %v", expr, err)
+	}
+	return v
+}
+
+// TestDashboardInBrowser starts swapd --demo in-process, opens the
+// dashboard in headless Chromium and checks what a newcomer would: every
+// station is there, counts move live, booking through the page produces a
+// notification, and after the sockets are cut the page reconnects and
+// resumes without missing an event. With SWAPBRIDGE_SCREENSHOT=1 it saves
+// docs/dashboard.png.
+func TestDashboardInBrowser(t *testing.T) {
+	chrome := findChromium()
+	if chrome == "" {
+		t.Skip("Chromium not found: install it (Debian: apt-get install chromium) or set SWAPBRIDGE_CHROMIUM; skipping the browser test")
+	}
+	if testing.Short() {
+		t.Skip("browser test skipped in -short mode")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	cfg := server.Defaults()
+	cfg.DataDir = t.TempDir()
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.MQTTAddr = "127.0.0.1:0"
+	cfg.Demo.Enabled = true
+	cfg.Demo.Stations = 4
+	var banner bytes.Buffer
+	demo, err := server.StartDemo(ctx, cfg, nil, &banner)
+	if err != nil {
+		t.Fatalf("StartDemo: %v", err)
+	}
+	defer func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer scancel()
+		if err := demo.Shutdown(sctx); err != nil {
+			t.Errorf("demo shutdown: %v", err)
+		}
+	}()
+	backend := "http://" + demo.HTTPAddr()
+	front := newSocketCutter(t, backend)
+	anon := client.New(backend, "")
+	adminToken, _ := demo.Server().AdminToken()
+	admin := client.New(backend, adminToken)
+	observerUser, err := admin.CreateUser(ctx, "observer")
+	if err != nil {
+		t.Fatalf("create observer user: %v", err)
+	}
+	observer := client.New(backend, observerUser.Token)
+
+	allocCtx, allocCancel := chromedp.NewExecAllocator(ctx,
+		chromedp.ExecPath(chrome),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1440, 1000),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("disable-background-timer-throttling", true),
+		chromedp.Flag("disable-renderer-backgrounding", true),
+	)
+	defer allocCancel()
+	bctx, bcancel := chromedp.NewContext(allocCtx)
+	defer bcancel()
+	var errs consoleErrors
+	if err := errs.listen(bctx); err != nil {
+		t.Fatalf("start Chromium (%s): %v", chrome, err)
+	}
+
+	step := func(what string) (context.Context, context.CancelFunc) {
+		return context.WithTimeout(bctx, 45*time.Second)
+	}
+	run := func(what string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		actx, acancel := step(what)
+		defer acancel()
+		if err := chromedp.Do(actx, actions...); err != nil {
+			t.Fatalf("%s: %v (console errors so far: %q)", what, err, errs.list())
+		}
+	}
+	text := func(what, sel string) string {
+		t.Helper()
+		actx, acancel := step(what)
+		defer acancel()
+		v, err := chromedp.Run(actx, chromedp.Text(chromedp.CSS(sel)))
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return v
+	}
+	// waitJS polls a JavaScript expression until it is true.
+	waitJS := func(what, expr string) {
+		t.Helper()
+		run(what, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(40*time.Second)))
+	}
+
+	run("open the dashboard", chromedp.Navigate(front.URL+"/"))
+	waitJS("the connection indicator shows live", `document.getElementById('conn').dataset.state === 'live'`)
+
+	// Every station from /api/stations is on the page, and comes online.
+	stations, err := anon.Stations(ctx)
+	if err != nil || len(stations) != 4 {
+		t.Fatalf("GET /api/stations: %d stations, %v; want 4", len(stations), err)
+	}
+	for _, st := range stations {
+		sel := fmt.Sprintf(`li.station[data-station=%q]`, st.ID)
+		run("station "+st.ID+" on the page", chromedp.WaitVisible(chromedp.CSS(sel)))
+		name := text("station name", sel+" .st-name")
+		if name != st.Name {
+			t.Errorf("station %s shows name %q, want %q", st.ID, name, st.Name)
+		}
+		waitJS("station "+st.ID+" online", fmt.Sprintf(`document.querySelector(%q).dataset.status === 'online'`, sel))
+	}
+
+	// A count changes live: another user books at the first station; its
+	// booked count on the page follows without a reload.
+	first := stations[0].ID
+	bookedSel := fmt.Sprintf(`li.station[data-station=%q] [data-count="booked"]`, first)
+	before := text("read the booked count", bookedSel)
+	if _, err := observer.Book(ctx, first); err != nil {
+		t.Fatalf("observer books at %s: %v", first, err)
+	}
+	waitJS("the booked count changes live", fmt.Sprintf(`document.querySelector(%q).textContent !== %q`, bookedSel, before))
+
+	// The station detail shows each slot of the station.
+	run("open the detail of "+first, chromedp.Click(chromedp.CSS(fmt.Sprintf(`li.station[data-station=%q] .st-actions button:not([data-action])`, first))))
+	waitJS("the slots are listed", fmt.Sprintf(`document.querySelectorAll('#detail .slot').length === %d`, stations[0].TotalSlots))
+	waitJS("a reserved slot is shown", `document.querySelector('#detail .tag.reserved') !== null`)
+	run("back to the grid", chromedp.Click(chromedp.CSS(`#back`)), chromedp.WaitVisible(chromedp.CSS(`#station-grid`)))
+
+	// Booking through the page as the demo user produces a notification.
+	second := stations[1].ID
+	run("sign in as the demo user", chromedp.WaitVisible(chromedp.CSS(`#demo-signin`)), chromedp.Click(chromedp.CSS(`#demo-signin`)),
+		chromedp.WaitVisible(chromedp.CSS(`#signed-in`)))
+	waitJS("the user name is shown", fmt.Sprintf(`document.getElementById('user-id').textContent === %q`, demo.UserID()))
+	run("book at "+second, chromedp.Click(chromedp.CSS(fmt.Sprintf(`li.station[data-station=%q] button[data-action="book"]`, second))))
+	waitJS("a booking notification arrives", `document.querySelector('#notifications li[data-type="booking_confirmed"], #notifications li[data-type="booking_ready"]') !== null`)
+	waitJS("the booking is listed with its buttons", `document.querySelector('#bookings li[data-booking] button[data-action="cancel"]') !== null`)
+
+	// Cut the sockets: the indicator shows reconnecting, then the page
+	// resumes and has missed nothing.
+	histLen := evalJS[int](t, bctx, `window.dashboard.connHistory.length`)
+	if n := front.cut(); n < 2 {
+		t.Fatalf("cut %d sockets, want at least 2 (stations and notifications)", n)
+	}
+	// Events while the page is away: the observer books at a third station.
+	third := stations[2].ID
+	if _, err := observer.Book(ctx, third); err != nil {
+		t.Fatalf("observer books at %s: %v", third, err)
+	}
+	waitJS("the indicator showed reconnecting", fmt.Sprintf(`window.dashboard.connHistory.slice(%d).includes('reconnecting')`, histLen))
+	waitJS("the page resumed", fmt.Sprintf(`(() => { const h = window.dashboard.connHistory.slice(%d); const i = h.indexOf('reconnecting'); return i >= 0 && h.slice(i).includes('resumed'); })()`, histLen))
+	waitJS("the indicator is live again", `document.getElementById('conn').dataset.state === 'live'`)
+	waitJS("the event during the outage is on the page", fmt.Sprintf(`document.querySelector('#feed li[data-type="battery_booked"] .ev-text') !== null && [...document.querySelectorAll('#feed li[data-type="battery_booked"] .ev-text')].some(e => e.textContent.startsWith(%q))`, stations[2].Name+":"))
+
+	got := evalJS[pageSeqs](t, bctx, `({hello: window.dashboard.helloSeq, seqs: window.dashboard.seqs})`)
+	if len(got.Seqs) == 0 {
+		t.Fatal("the page handled no events")
+	}
+	want := stationEventSeqs(ctx, t, anon, got.Hello, got.Seqs[len(got.Seqs)-1])
+	if !slices.Equal(got.Seqs, want) {
+		t.Errorf("the page's events differ from /api/events after seq %d:\n page %v\n  api %v", got.Hello, got.Seqs, want)
+	}
+
+	if os.Getenv("SWAPBRIDGE_SCREENSHOT") == "1" {
+		actx, acancel := step("screenshot")
+		png, err := chromedp.Run(actx, chromedp.FullScreenshot(100))
+		acancel()
+		if err != nil {
+			t.Fatalf("screenshot: %v", err)
+		}
+		path := filepath.Join("..", "docs", "dashboard.png")
+		if err := os.WriteFile(path, png, 0o644); err != nil {
+			t.Fatalf("save screenshot: %v", err)
+		}
+		t.Logf("screenshot saved to %s", path)
+	}
+
+	if e := errs.list(); len(e) > 0 {
+		t.Errorf("console errors on the page:\n%s", strings.Join(e, "\n"))
+	}
+}
