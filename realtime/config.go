@@ -151,3 +151,6 @@ func remoteHost(r *http.Request) string {
 	}
 	return host
 }
+
+// The store is the hub's History.
+var _ History = (*store.Store)(nil)

@@ -65,10 +65,15 @@ type historyHook struct {
 	mu     sync.Mutex
 	before func() // runs once, before the first EventsAfter reads
 	after  func() // runs once, after the first EventsAfter read
+	fail   error  // returned by every EventsAfter when set
 }
 
 func (h *historyHook) EventsAfter(ch store.Channel, since uint64, limit int) ([]store.Event, error) {
 	h.mu.Lock()
+	if h.fail != nil {
+		defer h.mu.Unlock()
+		return nil, h.fail
+	}
 	before, after := h.before, h.after
 	h.before, h.after = nil, nil
 	h.mu.Unlock()

@@ -572,3 +572,32 @@ func TestFrameLengths(t *testing.T) {
 		t.Fatalf("close frame of %d bytes, want 127", len(b.buf))
 	}
 }
+
+func TestShutdownContextExpired(t *testing.T) {
+	e := newEnv(t, Config{}, store.Options{})
+	for range 3 {
+		readMsg(t, e.mustDial("/ws/stations/", nil))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := e.hub.Shutdown(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Shutdown with an ended context: %v, want context.Canceled", err)
+	}
+	// Shutdown returned only after every connection's goroutines ended.
+	if v := e.metricValue("swapd_ws_connections", "channel", "stations"); v != 0 {
+		t.Fatalf("%v connections left after Shutdown", v)
+	}
+}
+
+func TestHistoryFailureCloses1011(t *testing.T) {
+	e := newEnv(t, Config{}, store.Options{})
+	e.append(stationEvent("s1", 1), stationEvent("s1", 2))
+	e.hist.mu.Lock()
+	e.hist.fail = errors.New("disk on fire")
+	e.hist.mu.Unlock()
+	c := e.mustDial("/ws/stations/?since=1", nil)
+	_, err := tryRead(c, 10*time.Second)
+	if !websocket.IsCloseError(err, websocket.CloseInternalServerErr) {
+		t.Fatalf("got %v, want close 1011", err)
+	}
+}
