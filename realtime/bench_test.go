@@ -95,7 +95,8 @@ func (nopHistory) EventsAfter(store.Channel, uint64, int) ([]store.Event, error)
 // /ws/stations/s1/ and reports the heap and stack they keep while idle
 // (HeapInuse+StackInuse after GC, per connection). The clients are bare TCP
 // connections that did the handshake by hand, so the figure is the server's
-// cost plus about one net.TCPConn per connection. Run with -benchtime=1x.
+// cost plus about one net.TCPConn per connection. It measures once per run;
+// use -benchtime=1x.
 func BenchmarkIdleConnMemory(b *testing.B) {
 	const conns = 5000
 	var lim syscall.Rlimit
@@ -110,55 +111,54 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 	addr := strings.TrimPrefix(e.srv.URL, "http://")
 	req := []byte("GET /ws/stations/s1/ HTTP/1.1\r\nHost: " + addr +
 		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-	for range b.N {
-		var before, after runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&before)
-		open := make([]net.Conn, 0, conns)
-		var buf [512]byte
-		for range conns {
-			c, err := net.Dial("tcp", addr)
+	// One measurement per run, whatever b.N: the figure is per connection.
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	open := make([]net.Conn, 0, conns)
+	var buf [512]byte
+	for range conns {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			b.Fatalf("dial: %v", err)
+		}
+		if _, err := c.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		// Read until the hello frame arrived (the handshake is done).
+		got := 0
+		for !bytes.Contains(buf[:got], []byte(`"hello"`)) {
+			n, err := c.Read(buf[got:])
 			if err != nil {
-				b.Fatalf("dial: %v", err)
+				b.Fatalf("handshake: %v", err)
 			}
-			if _, err := c.Write(req); err != nil {
-				b.Fatal(err)
-			}
-			// Read until the hello frame arrived (the handshake is done).
-			got := 0
-			for !bytes.Contains(buf[:got], []byte(`"hello"`)) {
-				n, err := c.Read(buf[got:])
-				if err != nil {
-					b.Fatalf("handshake: %v", err)
-				}
-				got += n
-				if got == len(buf) {
-					got = 0
-				}
-			}
-			open = append(open, c)
-		}
-		waitFor(b, "all connections registered", func() bool {
-			return e.metricValue("swapd_ws_connections", "channel", "station") == conns
-		})
-		runtime.GC()
-		runtime.GC()
-		runtime.ReadMemStats(&after)
-		if path := os.Getenv("REALTIME_HEAP_PROFILE"); path != "" {
-			if f, err := os.Create(path); err == nil {
-				_ = pprof.WriteHeapProfile(f)
-				f.Close()
+			got += n
+			if got == len(buf) {
+				got = 0
 			}
 		}
-		used := float64(after.HeapInuse+after.StackInuse) - float64(before.HeapInuse+before.StackInuse)
-		b.ReportMetric(used/conns, "bytes/conn")
-		b.ReportMetric((float64(after.StackInuse)-float64(before.StackInuse))/conns, "stack-bytes/conn")
-		b.ReportMetric(float64(runtime.NumGoroutine())/conns, "goroutines/conn")
-		for _, c := range open {
-			c.Close()
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		_ = e.hub.Shutdown(ctx)
-		cancel()
+		open = append(open, c)
 	}
+	waitFor(b, "all connections registered", func() bool {
+		return e.metricValue("swapd_ws_connections", "channel", "station") == conns
+	})
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if path := os.Getenv("REALTIME_HEAP_PROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil {
+			_ = pprof.WriteHeapProfile(f)
+			f.Close()
+		}
+	}
+	used := float64(after.HeapInuse+after.StackInuse) - float64(before.HeapInuse+before.StackInuse)
+	b.ReportMetric(used/conns, "bytes/conn")
+	b.ReportMetric((float64(after.StackInuse)-float64(before.StackInuse))/conns, "stack-bytes/conn")
+	b.ReportMetric(float64(runtime.NumGoroutine())/conns, "goroutines/conn")
+	for _, c := range open {
+		c.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	_ = e.hub.Shutdown(ctx)
+	cancel()
 }

@@ -7,7 +7,8 @@
 // (store.Event.Data, shared by every connection, never re-encoded) on each
 // subscriber. Each connection has a reader goroutine for its whole life and
 // a writer goroutine only while it has something to send; the writer takes
-// everything queued and writes it in one write (writev) under one write
+// everything queued, frames it into one pooled buffer and writes it with one
+// write under one write
 // deadline. A connection whose queue exceeds its bounds (messages or bytes) is
 // closed with 1013; it never stalls Publish or other connections.
 //
