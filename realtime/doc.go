@@ -8,9 +8,10 @@
 // subscriber. Each connection has a reader goroutine for its whole life and
 // a writer goroutine only while it has something to send; the writer takes
 // everything queued, frames it into one pooled buffer and writes it with one
-// write under one write
-// deadline. A connection whose queue exceeds its bounds (messages or bytes) is
-// closed with 1013; it never stalls Publish or other connections.
+// write under one deadline. A connection whose queue exceeds its bounds
+// (messages or bytes) is closed with 1013; it never stalls Publish or other
+// connections. Protocol pings come from a per-connection timer, not a
+// goroutine.
 //
 // A connection subscribes before it reads the event log, so the hand-over
 // from replay (?since=) to live events has no gap and no duplicate: events
