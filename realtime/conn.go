@@ -13,6 +13,10 @@ import (
 	"github.com/swapbridge/swapbridge/store"
 )
 
+// maxSpareItems bounds the queue array a connection keeps for reuse, so a
+// connection that once had a burst does not hold its memory while idle.
+const maxSpareItems = 16
+
 // closeGrace is how long the writer waits for the client's close reply after
 // sending a close frame, before closing the TCP connection.
 const closeGrace = time.Second
@@ -179,7 +183,7 @@ func (c *client) writeLoop() {
 		}
 		clear(items)
 		c.mu.Lock()
-		if c.spare == nil && cap(items) <= 4*c.hub.cfg.QueueMessages {
+		if c.spare == nil && cap(items) <= maxSpareItems {
 			c.spare = items[:0]
 		}
 		c.mu.Unlock()
