@@ -41,7 +41,9 @@ type Options struct {
 
 // Retention bounds the event log by age and by count; whichever removes more
 // wins. Zero MaxAge means 7 days; zero MaxEvents means 1,000,000.
-// Negative values disable that bound.
+// Negative values disable that bound. Retention always removes a prefix of
+// the log (the oldest seqs): an event goes by age once it and every older
+// event are older than MaxAge (event Time, as given to Append).
 type Retention struct {
 	MaxAge    time.Duration
 	MaxEvents int

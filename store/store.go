@@ -95,7 +95,7 @@ func Open(path string, opts Options) (*Store, error) {
 	})
 	if err != nil {
 		if errors.Is(err, bolterrors.ErrTimeout) {
-			return nil, fmt.Errorf("store: open %s: %w (waited %s for the file lock; is another swapd running on this data dir?)", path, ErrLocked, opts.OpenTimeout)
+			return nil, fmt.Errorf("%w: %s (no file lock after %s; is another swapd using this data dir?)", ErrLocked, path, opts.OpenTimeout)
 		}
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
