@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -91,10 +92,13 @@ func NewHub(cfg Config, h History, st Stations, auth Authenticator) (*Hub, error
 }
 
 // Register adds the WebSocket endpoints to mux: GET /ws/stations/,
-// /ws/stations/{sid}/ and /ws/notifications/.
+// /ws/stations/{sid}/ and /ws/notifications/ (each also without its
+// trailing slash).
 func (h *Hub) Register(mux *http.ServeMux) {
-	mux.Handle("GET "+StationsPath, h)
-	mux.Handle("GET "+NotificationsPath, h)
+	for _, p := range []string{StationsPath, NotificationsPath} {
+		mux.Handle("GET "+p, h)
+		mux.Handle("GET "+strings.TrimSuffix(p, "/"), h)
+	}
 }
 
 // Publish fans events out to the connections subscribed to their channels.

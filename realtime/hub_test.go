@@ -29,6 +29,8 @@ func TestHelloShapes(t *testing.T) {
 		snapshots []string
 	}{
 		{"/ws/stations/", nil, "stations", []string{"s1", "s2"}},
+		{"/ws/stations", nil, "stations", []string{"s1", "s2"}},
+		{"/ws/notifications?token=tok-u1", nil, "user:u1", nil},
 		{"/ws/stations/s2/", nil, "station:s2", []string{"s2"}},
 		{"/ws/stations/s2", nil, "station:s2", []string{"s2"}},
 		{"/ws/notifications/?token=tok-u1", nil, "user:u1", nil},

@@ -27,11 +27,14 @@ var errNotFound = errors.New("no such WebSocket endpoint")
 // parsePath maps a request path to the channel it asks for. For
 // /ws/notifications/ it returns Kind OneUser with an empty ID (the user comes
 // from the token). A station path with a malformed id wraps
-// wire.ErrInvalidID; any other unknown path returns errNotFound. The trailing
-// slash of /ws/stations/{sid}/ is optional.
+// wire.ErrInvalidID; any other unknown path returns errNotFound. Trailing
+// slashes are optional (WebSocket clients do not follow redirects).
 func parsePath(path string) (store.Channel, error) {
-	if path == NotificationsPath {
+	switch path {
+	case NotificationsPath, strings.TrimSuffix(NotificationsPath, "/"):
 		return store.Channel{Kind: store.OneUser}, nil
+	case strings.TrimSuffix(StationsPath, "/"):
+		return store.Channel{Kind: store.AllStations}, nil
 	}
 	rest, ok := strings.CutPrefix(path, StationsPath)
 	if !ok {
