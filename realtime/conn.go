@@ -100,6 +100,17 @@ func (c *client) close(code int, reason string) {
 	c.mu.Unlock()
 }
 
+// abandon drops everything queued and starts a close: for a handshake that
+// failed, after which queued live events would leave a gap.
+func (c *client) abandon(code int, reason string) {
+	c.mu.Lock()
+	clear(c.queue)
+	c.queue = c.queue[:0]
+	c.qbytes = 0
+	c.startCloseLocked(code, reason)
+	c.mu.Unlock()
+}
+
 func (c *client) startCloseLocked(code int, reason string) {
 	if c.state != stateOpen {
 		return

@@ -62,15 +62,18 @@ func (a testAuth) UserForToken(tok string) (string, error) {
 // the log.
 type historyHook struct {
 	*store.Store
-	mu     sync.Mutex
-	before func() // runs once, before the first EventsAfter reads
-	after  func() // runs once, after the first EventsAfter read
-	fail   error  // returned by every EventsAfter when set
+	mu       sync.Mutex
+	before   func() // runs once, before the first EventsAfter reads
+	after    func() // runs once, after the first EventsAfter read
+	fail     error  // returned by EventsAfter calls from number failFrom on
+	calls    int
+	failFrom int
 }
 
 func (h *historyHook) EventsAfter(ch store.Channel, since uint64, limit int) ([]store.Event, error) {
 	h.mu.Lock()
-	if h.fail != nil {
+	h.calls++
+	if h.fail != nil && h.calls > h.failFrom {
 		defer h.mu.Unlock()
 		return nil, h.fail
 	}

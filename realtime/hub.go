@@ -367,7 +367,8 @@ func (h *Hub) handshake(c *client, since uint64, resume bool) error {
 		case err == nil:
 			recovered, page = true, evs
 		case !errors.Is(err, store.ErrCompacted):
-			c.close(websocket.CloseInternalServerErr, "event log unavailable; retry later")
+			h.log.Warn("ws history read failed", "channel", channelName(c.ch), "err", err)
+			c.abandon(websocket.CloseInternalServerErr, "event log unavailable; retry later")
 			h.goLive(c, last)
 			return nil
 		}
@@ -397,9 +398,15 @@ func (h *Hub) handshake(c *client, since uint64, resume bool) error {
 			var err error
 			page, err = h.hist.EventsAfter(c.ch, sent, h.cfg.ReplayPage)
 			if err != nil {
-				// Retention overtook the replay: the client reconnects
-				// with the seq it has and gets a snapshot.
-				c.close(websocket.CloseTryAgainLater, "resume interrupted; reconnect with since")
+				// Nothing after a gap may be sent. If retention overtook
+				// the replay, the client reconnects with the seq it has and
+				// gets a snapshot.
+				code, reason := websocket.CloseTryAgainLater, "resume interrupted; reconnect with since"
+				if !errors.Is(err, store.ErrCompacted) {
+					h.log.Warn("ws history read failed", "channel", channelName(c.ch), "err", err)
+					code, reason = websocket.CloseInternalServerErr, "event log unavailable; retry later"
+				}
+				c.abandon(code, reason)
 				break
 			}
 		}

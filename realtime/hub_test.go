@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"slices"
@@ -601,5 +602,31 @@ func TestHistoryFailureCloses1011(t *testing.T) {
 	_, err := tryRead(c, 10*time.Second)
 	if !websocket.IsCloseError(err, websocket.CloseInternalServerErr) {
 		t.Fatalf("got %v, want close 1011", err)
+	}
+}
+
+// TestReplayInterrupted: when retention overtakes a replay, the client gets
+// the events before the gap and a 1013 close, and nothing after the gap
+// (not even live events queued meanwhile).
+func TestReplayInterrupted(t *testing.T) {
+	e := newEnv(t, Config{ReplayPage: 2}, store.Options{})
+	evs := e.append(stationEvent("s1", 1), stationEvent("s1", 2), stationEvent("s1", 3), stationEvent("s1", 4))
+	e.hist.mu.Lock()
+	e.hist.fail = fmt.Errorf("test: %w", store.ErrCompacted)
+	e.hist.failFrom = 1
+	e.hist.before = func() { e.append(stationEvent("s1", 5)) }
+	e.hist.mu.Unlock()
+	c := e.mustDial("/ws/stations/s1/?since=0", nil)
+	if h := readMsg(t, c); !h.Recovered {
+		t.Fatalf("hello %+v", h)
+	}
+	for _, ev := range evs[:2] {
+		if m := readMsg(t, c); m.Seq != ev.Seq {
+			t.Fatalf("got %+v, want seq %d", m, ev.Seq)
+		}
+	}
+	m, err := tryRead(c, 10*time.Second)
+	if !websocket.IsCloseError(err, websocket.CloseTryAgainLater) {
+		t.Fatalf("after the gap: %+v, %v; want close 1013", m, err)
 	}
 }
