@@ -100,6 +100,13 @@ func (c *client) close(code int, reason string) {
 	c.mu.Unlock()
 }
 
+// open reports whether the connection is neither closing nor closed.
+func (c *client) open() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state == stateOpen
+}
+
 // abandon drops everything queued and starts a close: for a handshake that
 // failed, after which queued live events would leave a gap.
 func (c *client) abandon(code int, reason string) {

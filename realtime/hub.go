@@ -392,8 +392,8 @@ func (h *Hub) handshake(c *client, since uint64, resume bool) error {
 			if err := h.writeDirect(c, b); err != nil {
 				return err
 			}
-			if len(page) < h.cfg.ReplayPage {
-				break
+			if len(page) < h.cfg.ReplayPage || !c.open() {
+				break // done, or closed meanwhile (slow consumer, shutdown)
 			}
 			var err error
 			page, err = h.hist.EventsAfter(c.ch, sent, h.cfg.ReplayPage)
