@@ -52,6 +52,19 @@ type DomainConfig struct {
 	HeatLimit        float64  `yaml:"heat_limit"`        // SWAPD_HEAT_LIMIT; default 50
 	BookingHold      Duration `yaml:"booking_hold"`      // SWAPD_BOOKING_HOLD; default 15m
 	SnapshotInterval Duration `yaml:"snapshot_interval"` // SWAPD_SNAPSHOT_INTERVAL; default 60s (offline after 3×)
+	// ChargeWait bounds how long a booking waits for its battery to become
+	// swappable before it expires (SWAPD_CHARGE_WAIT; default 1h).
+	ChargeWait Duration `yaml:"charge_wait"`
+	// OfflineFail is how long a station may stay offline before its active
+	// bookings fail (SWAPD_OFFLINE_FAIL; default 10m).
+	OfflineFail Duration `yaml:"offline_fail"`
+	// CommandRetry is the first retry delay of an unacknowledged station
+	// command, doubling per attempt (SWAPD_COMMAND_RETRY; default 2s).
+	CommandRetry Duration `yaml:"command_retry"`
+	// CommandTimeout is how long a command is retried before it fails; a
+	// reserve that times out fails its booking (SWAPD_COMMAND_TIMEOUT;
+	// default 2m).
+	CommandTimeout Duration `yaml:"command_timeout"`
 }
 
 // EventsConfig is the event log's retention.
@@ -109,6 +122,10 @@ func Defaults() Config {
 			ReadySoC: 90, HealthFloor: 70, HeatLimit: 50,
 			BookingHold:      Duration(15 * time.Minute),
 			SnapshotInterval: Duration(60 * time.Second),
+			ChargeWait:       Duration(time.Hour),
+			OfflineFail:      Duration(10 * time.Minute),
+			CommandRetry:     Duration(2 * time.Second),
+			CommandTimeout:   Duration(2 * time.Minute),
 		},
 		Events: EventsConfig{RetentionAge: Duration(7 * 24 * time.Hour), RetentionEvents: 1_000_000},
 		Demo:   DemoConfig{Stations: 6},
@@ -183,6 +200,10 @@ func ApplyEnv(cfg *Config, getenv func(string) string) error {
 	num("SWAPD_HEAT_LIMIT", &cfg.Domain.HeatLimit)
 	dur("SWAPD_BOOKING_HOLD", &cfg.Domain.BookingHold)
 	dur("SWAPD_SNAPSHOT_INTERVAL", &cfg.Domain.SnapshotInterval)
+	dur("SWAPD_CHARGE_WAIT", &cfg.Domain.ChargeWait)
+	dur("SWAPD_OFFLINE_FAIL", &cfg.Domain.OfflineFail)
+	dur("SWAPD_COMMAND_RETRY", &cfg.Domain.CommandRetry)
+	dur("SWAPD_COMMAND_TIMEOUT", &cfg.Domain.CommandTimeout)
 	dur("SWAPD_EVENTS_RETENTION_AGE", &cfg.Events.RetentionAge)
 	integer("SWAPD_EVENTS_RETENTION_EVENTS", &cfg.Events.RetentionEvents)
 	if v := getenv("SWAPD_CORS_ORIGINS"); v != "" {
@@ -308,6 +329,9 @@ func (c *Config) Validate() error {
 	}
 	if d.BookingHold <= 0 || d.SnapshotInterval <= 0 {
 		errs = append(errs, errors.New("domain.booking_hold and domain.snapshot_interval must be positive"))
+	}
+	if d.ChargeWait < 0 || d.OfflineFail < 0 || d.CommandRetry < 0 || d.CommandTimeout < 0 {
+		errs = append(errs, errors.New("domain.charge_wait, offline_fail, command_retry and command_timeout must not be negative (0: default)"))
 	}
 	if c.Demo.Enabled && (c.Demo.Stations < 1 || c.Demo.Stations > 200) {
 		errs = append(errs, errors.New("demo.stations must be from 1 to 200"))

@@ -104,6 +104,10 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		MaxTempC:         cfg.Domain.HeatLimit,
 		BookingHold:      time.Duration(cfg.Domain.BookingHold),
 		SnapshotInterval: time.Duration(cfg.Domain.SnapshotInterval),
+		ChargeWait:       time.Duration(cfg.Domain.ChargeWait),
+		OfflineFail:      time.Duration(cfg.Domain.OfflineFail),
+		CommandRetry:     time.Duration(cfg.Domain.CommandRetry),
+		CommandTimeout:   time.Duration(cfg.Domain.CommandTimeout),
 		Logger:           log.With("part", "bridge"),
 	}, st, s.broker)
 	if err != nil {

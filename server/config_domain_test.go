@@ -1,0 +1,49 @@
+package server
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigCommandAndBookingTimeouts(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "swapd.yaml")
+	os.WriteFile(file, []byte("domain:\n  command_timeout: 30s\n  charge_wait: 20m\n"), 0o600)
+	f := NewFlags("swapd", io.Discard)
+	if err := f.Parse([]string{"--config", file}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(f, envMap(map[string]string{"SWAPD_COMMAND_RETRY": "500ms", "SWAPD_OFFLINE_FAIL": "3m", "SWAPD_CHARGE_WAIT": "5m"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := cfg.Domain
+	got := []time.Duration{time.Duration(d.CommandTimeout), time.Duration(d.CommandRetry), time.Duration(d.OfflineFail), time.Duration(d.ChargeWait)}
+	want := []time.Duration{30 * time.Second, 500 * time.Millisecond, 3 * time.Minute, 5 * time.Minute}
+	for i := range got {
+		if got[i] != want[i] {
+			t.Errorf("timeouts (command_timeout, command_retry, offline_fail, charge_wait) = %v, want %v", got, want)
+			break
+		}
+	}
+
+	def := Defaults().Domain
+	if time.Duration(def.CommandTimeout) != 2*time.Minute || time.Duration(def.CommandRetry) != 2*time.Second ||
+		time.Duration(def.OfflineFail) != 10*time.Minute || time.Duration(def.ChargeWait) != time.Hour {
+		t.Errorf("defaults %+v", def)
+	}
+
+	f = NewFlags("swapd", io.Discard)
+	f.Parse(nil)
+	_, err = Load(f, envMap(map[string]string{"SWAPD_COMMAND_TIMEOUT": "-1s"}))
+	if err == nil || !strings.Contains(err.Error(), "command_timeout") {
+		t.Errorf("negative command timeout: err %v", err)
+	}
+	_, err = Load(f, envMap(map[string]string{"SWAPD_COMMAND_TIMEOUT": "soon"}))
+	if err == nil || !strings.Contains(err.Error(), "SWAPD_COMMAND_TIMEOUT") {
+		t.Errorf("bad duration: err %v", err)
+	}
+}
