@@ -116,7 +116,7 @@ func (a *Agent) clientOptions(lost func(error)) (*paho.ClientOptions, error) {
 		SetPingTimeout(10*time.Second).
 		SetConnectTimeout(a.cfg.ConnectTimeout).
 		SetWriteTimeout(10*time.Second).
-		SetOrderMatters(false).
+		SetOrderMatters(true). // the handler never blocks; commands keep their order
 		SetAutoAckDisabled(true).
 		SetBinaryWill(wire.Topic(sid, wire.KindStatus), a.statusPayload(false), 1, true).
 		SetConnectionLostHandler(func(_ paho.Client, err error) { lost(err) })
@@ -149,7 +149,7 @@ func (a *Agent) clientOptions(lost func(error)) (*paho.ClientOptions, error) {
 	return o, nil
 }
 
-// session runs one MQTT connection: connect, retained status, subscribe,
+// session runs one MQTT connection: connect, subscribe, retained status,
 // then send the outbox until the connection is lost or ctx is done. wasUp
 // reports whether the connection was established.
 func (a *Agent) session(ctx context.Context) (wasUp bool, err error) {
@@ -181,7 +181,7 @@ func (a *Agent) session(ctx context.Context) (wasUp bool, err error) {
 			c.Disconnect(250)
 		}
 	}()
-	wait := func(t paho.Token, what string) error {
+	wait := func(ctx context.Context, t paho.Token, what string) error {
 		timer := time.NewTimer(a.cfg.ConnectTimeout)
 		defer timer.Stop()
 		select {
@@ -199,11 +199,8 @@ func (a *Agent) session(ctx context.Context) (wasUp bool, err error) {
 		}
 	}
 	sid := a.cfg.StationID
-	if err := wait(c.Publish(wire.Topic(sid, wire.KindStatus), 1, true, a.statusPayload(true)), "publish status"); err != nil {
-		return true, err
-	}
 	st := c.Subscribe(wire.Topic(sid, wire.KindCmd), 1, nil)
-	if err := wait(st, "subscribe"); err != nil {
+	if err := wait(ctx, st, "subscribe"); err != nil {
 		return true, err
 	}
 	if st, ok := st.(*paho.SubscribeToken); ok {
@@ -213,6 +210,9 @@ func (a *Agent) session(ctx context.Context) (wasUp bool, err error) {
 			}
 		}
 	}
+	if err := wait(ctx, c.Publish(wire.Topic(sid, wire.KindStatus), 1, true, a.statusPayload(true)), "publish status"); err != nil {
+		return true, err
+	}
 	a.setConn(true, nil)
 	select {
 	case a.connected <- struct{}{}:
@@ -221,7 +221,9 @@ func (a *Agent) session(ctx context.Context) (wasUp bool, err error) {
 	err = a.sendOutbox(ctx, c, lost)
 	if ctx.Err() != nil {
 		// Clean shutdown: say goodbye, since a clean DISCONNECT suppresses the Will.
-		_ = wait(c.Publish(wire.Topic(sid, wire.KindStatus), 1, true, a.statusPayload(false)), "publish offline status")
+		bye, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		_ = wait(bye, c.Publish(wire.Topic(sid, wire.KindStatus), 1, true, a.statusPayload(false)), "publish offline status")
+		cancel()
 		return true, nil
 	}
 	if errors.Is(err, errConnLost) && lostErr != nil {
@@ -249,38 +251,7 @@ func (a *Agent) sendOutbox(ctx context.Context, c paho.Client, lost <-chan struc
 		close(done)
 		wg.Wait()
 	}()
-	wg.Go(func() {
-		for {
-			var p pending
-			select {
-			case p = <-inflight:
-			case <-done:
-				return
-			}
-			select {
-			case <-p.tok.Done():
-			case <-lost:
-				return
-			case <-done:
-				return
-			}
-			if err := p.tok.Error(); err != nil {
-				select {
-				case ackErr <- fmt.Errorf("publish: %w", err):
-				default:
-				}
-				return
-			}
-			if err := a.st.deleteOutbox(p.rec.key); err != nil {
-				a.log.Error("outbox delete", "err", err)
-			}
-			if p.rec.kind == recTelemetry {
-				a.mu.Lock()
-				a.info.LastSeqAcked = p.rec.seq
-				a.mu.Unlock()
-			}
-		}
-	})
+	wg.Go(func() { a.ackLoop(inflight, lost, done, ackErr) })
 
 	sid := a.cfg.StationID
 	var cursor uint64
@@ -324,4 +295,131 @@ func (a *Agent) sendOutbox(ctx context.Context, c paho.Client, lost <-chan struc
 			return err
 		}
 	}
+}
+
+// pubackTimeout bounds the wait for one PUBACK; a link that swallows
+// messages without answering is dropped and rebuilt.
+const pubackTimeout = 30 * time.Second
+
+// ackLoop waits for the PUBACKs of published records in order and deletes
+// the acknowledged records, batching those already complete into one
+// transaction.
+func (a *Agent) ackLoop(inflight chan pending, lost, done <-chan struct{}, ackErr chan<- error) {
+	report := func(err error) {
+		select {
+		case ackErr <- err:
+		default:
+		}
+	}
+	timer := time.NewTimer(pubackTimeout)
+	defer timer.Stop()
+	for {
+		var p pending
+		select {
+		case p = <-inflight:
+		case <-done:
+			return
+		}
+		timer.Reset(pubackTimeout)
+		select {
+		case <-p.tok.Done():
+		case <-lost:
+			return
+		case <-done:
+			return
+		case <-timer.C:
+			report(fmt.Errorf("no PUBACK within %v", pubackTimeout))
+			return
+		}
+		batch := []pending{p}
+		for more := true; more && len(batch) < sendWindow; {
+			select {
+			case q := <-inflight:
+				batch = append(batch, q)
+				select {
+				case <-q.tok.Done():
+				default:
+					more = false
+				}
+			default:
+				more = false
+			}
+		}
+		// The last one may not be complete yet: keep it for the next round.
+		var carry *pending
+		if last := batch[len(batch)-1]; len(batch) > 1 && !isDone(last.tok) {
+			carry = &last
+			batch = batch[:len(batch)-1]
+		}
+		keys := make([]uint64, 0, len(batch))
+		var acked uint64
+		var failed error
+		for _, b := range batch {
+			if err := b.tok.Error(); err != nil {
+				failed = fmt.Errorf("publish: %w", err)
+				break
+			}
+			keys = append(keys, b.rec.key)
+			if b.rec.kind == recTelemetry {
+				acked = b.rec.seq
+			}
+		}
+		if len(keys) > 0 {
+			if err := a.st.deleteOutbox(keys...); err != nil {
+				a.log.Error("outbox delete", "err", err)
+			}
+			if acked > 0 {
+				a.mu.Lock()
+				a.info.LastSeqAcked = acked
+				a.mu.Unlock()
+			}
+		}
+		if failed != nil {
+			report(failed)
+			return
+		}
+		if carry != nil {
+			// Put it back at the front: wait for it before anything newer.
+			if !a.waitOne(*carry, lost, done, timer, report) {
+				return
+			}
+		}
+	}
+}
+
+func isDone(t paho.Token) bool {
+	select {
+	case <-t.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// waitOne waits for one record's PUBACK and deletes it; false ends the loop.
+func (a *Agent) waitOne(p pending, lost, done <-chan struct{}, timer *time.Timer, report func(error)) bool {
+	timer.Reset(pubackTimeout)
+	select {
+	case <-p.tok.Done():
+	case <-lost:
+		return false
+	case <-done:
+		return false
+	case <-timer.C:
+		report(fmt.Errorf("no PUBACK within %v", pubackTimeout))
+		return false
+	}
+	if err := p.tok.Error(); err != nil {
+		report(fmt.Errorf("publish: %w", err))
+		return false
+	}
+	if err := a.st.deleteOutbox(p.rec.key); err != nil {
+		a.log.Error("outbox delete", "err", err)
+	}
+	if p.rec.kind == recTelemetry {
+		a.mu.Lock()
+		a.info.LastSeqAcked = p.rec.seq
+		a.mu.Unlock()
+	}
+	return true
 }
