@@ -27,8 +27,8 @@ func TestCrashUnderTelemetryLoad(t *testing.T) {
 	const (
 		stations  = 4
 		slots     = 8
-		killAfter = 1000// acknowledged messages before the kill
-		after     = 20  // messages per station after the restart
+		killAfter = 1000 // acknowledged messages before the kill
+		after     = 20   // messages per station after the restart
 	)
 	dir := t.TempDir()
 	p := startSwapd(t, dir)

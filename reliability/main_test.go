@@ -196,18 +196,27 @@ func provision(t *testing.T, c *client.Client, slots int, ids ...string) map[str
 	return out
 }
 
-// waitUntil polls cond every few milliseconds until it holds or d passed.
+// waitUntil polls cond until it holds, failing the test after d.
 func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
+	if !poll(d, cond) {
+		t.Fatalf("timed out after %s waiting for %s", d, what)
+	}
+}
+
+// poll evaluates cond every 10ms (an observable state, never a guess at
+// timing) until it holds or d passed, and reports whether it held.
+func poll(d time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(d)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
+			return false
 		}
 		<-tick.C
 	}
+	return true
 }
 
 // firstLine returns the first line of s, for messages.
