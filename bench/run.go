@@ -45,6 +45,9 @@ type runner struct {
 
 	wg       sync.WaitGroup // helper goroutines of stations
 	progress progressState
+	// notify, when set, gets a token (without blocking) for every matched
+	// frame; benchmarks wait on it.
+	notify chan struct{}
 }
 
 type progressState struct {

@@ -62,6 +62,9 @@ type station struct {
 
 	waitMu  sync.Mutex
 	waiters map[uint16]chan struct{}
+	// ackNotify, when set, gets a token (without blocking) for every
+	// acknowledged step; benchmarks wait on it.
+	ackNotify chan struct{}
 }
 
 // tri is the number of swappable toggle slots after step s.
@@ -166,6 +169,12 @@ func (st *station) onPuback(id uint16) {
 		st.acked.Add(1)
 		st.run.acked.Add(1)
 		st.run.ackLat.Record(time.Duration(now - v>>2))
+		if st.ackNotify != nil {
+			select {
+			case st.ackNotify <- struct{}{}:
+			default:
+			}
+		}
 	}
 	if v&pubWait != 0 {
 		st.waitMu.Lock()

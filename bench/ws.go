@@ -228,6 +228,12 @@ func (c *wsClient) match(st *station, cur *uint64, avail int, now time.Time) {
 		}
 		c.delivered.Add(1)
 		c.run.latency().Record(now.Sub(time.Unix(0, st.ring[s%stepRing].Load())))
+		if c.run.notify != nil {
+			select {
+			case c.run.notify <- struct{}{}:
+			default:
+			}
+		}
 		return
 	}
 	c.unmatched.Add(1)
