@@ -15,6 +15,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
 	"github.com/swapbridge/swapbridge/client"
 	"github.com/swapbridge/swapbridge/stationagent"
 	"github.com/swapbridge/swapbridge/stationagent/driver/sim"
@@ -121,6 +124,9 @@ func StartDemo(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writ
 	}
 	dir := filepath.Join(cfg.DataDir, "demo")
 	if !cfg.Demo.Keep {
+		if err := checkNotInUse(filepath.Join(dir, "swapd.db")); err != nil {
+			return nil, err
+		}
 		if err := os.RemoveAll(dir); err != nil {
 			return nil, fmt.Errorf("demo: wipe %s: %w", dir, err)
 		}
@@ -328,6 +334,22 @@ func RunDemo(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return d.Shutdown(sctx)
+}
+
+// checkNotInUse fails when another swapd holds the database at path, so a
+// second swapd --demo does not wipe the data of a running one.
+func checkNotInUse(path string) error {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 200 * time.Millisecond})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return fmt.Errorf("demo data dir %s is in use by another swapd", filepath.Dir(path))
+	}
+	if err != nil {
+		return nil // unreadable: it is wiped anyway
+	}
+	return db.Close()
 }
 
 // dialAddr turns a bound address into one this process can dial: an

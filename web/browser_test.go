@@ -195,7 +195,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.MQTTAddr = "127.0.0.1:0"
 	cfg.Demo.Enabled = true
-	cfg.Demo.Stations = 4
+	cfg.Demo.Stations = 6
 	var banner bytes.Buffer
 	demo, err := server.StartDemo(ctx, cfg, nil, &banner)
 	if err != nil {
@@ -276,8 +276,8 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	// Every station from /api/stations is on the page, and comes online.
 	stations, err := anon.Stations(ctx)
-	if err != nil || len(stations) != 4 {
-		t.Fatalf("GET /api/stations: %d stations, %v; want 4", len(stations), err)
+	if err != nil || len(stations) != 6 {
+		t.Fatalf("GET /api/stations: %d stations, %v; want 6", len(stations), err)
 	}
 	for _, st := range stations {
 		sel := fmt.Sprintf(`li.station[data-station=%q]`, st.ID)
@@ -338,6 +338,31 @@ func TestDashboardInBrowser(t *testing.T) {
 	if !slices.Equal(got.Seqs, want) {
 		t.Errorf("the page's events differ from /api/events after seq %d:\n page %v\n  api %v", got.Hello, got.Seqs, want)
 	}
+
+	// Every control has an accessible name.
+	unnamed := evalJS[[]string](t, bctx, `[...document.querySelectorAll('button, input, [role=progressbar]')]
+		.filter(e => !((e.getAttribute('aria-label') || '').trim() || (e.labels && e.labels.length) || (e.textContent || '').trim()))
+		.map(e => e.outerHTML.slice(0, 80))`)
+	if len(unnamed) > 0 {
+		t.Errorf("controls without an accessible name: %q", unnamed)
+	}
+
+	// On a phone-sized screen nothing is wider than the screen, in the grid
+	// and in a station's detail.
+	run("phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
+	for view, ready := range map[string]string{
+		"#/":                  `!document.getElementById('grid-view').hidden && document.querySelectorAll('#station-grid .station').length > 0`,
+		"#/stations/" + first: `!document.getElementById('detail-view').hidden && document.querySelectorAll('#detail .slot').length > 0`,
+	} {
+		run("show "+view, chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`location.hash = %q`, view)))
+		waitJS("the view "+view+" is shown", ready)
+		// A mobile layout viewport widens to fit content that overflows.
+		if w := evalJS[int](t, bctx, `Math.max(document.documentElement.scrollWidth, window.innerWidth)`); w > 391 {
+			t.Errorf("view %s is %d px wide on a 390 px screen", view, w)
+		}
+	}
+	run("desktop viewport", chromedp.EmulateReset(), chromedp.Evaluate[chromedp.Void](`location.hash = '#/'`))
+	waitJS("the grid is back", `!document.getElementById('grid-view').hidden`)
 
 	if os.Getenv("SWAPBRIDGE_SCREENSHOT") == "1" {
 		actx, acancel := step("screenshot")
