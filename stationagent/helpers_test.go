@@ -39,7 +39,7 @@ type broker struct {
 	Msgs chan msg
 }
 
-func startBroker(t *testing.T, addr string) *broker {
+func startBroker(t testing.TB, addr string) *broker {
 	t.Helper()
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
@@ -139,7 +139,7 @@ func (o *observer) publish(t *testing.T, topic string, v any) {
 	}
 }
 
-func testConfig(t *testing.T, server, dir string) Config {
+func testConfig(t testing.TB, server, dir string) Config {
 	return Config{
 		Server:           server,
 		StationID:        "st-1",
@@ -163,7 +163,7 @@ type running struct {
 	done chan error
 }
 
-func startAgent(t *testing.T, cfg Config, opts ...Option) *running {
+func startAgent(t testing.TB, cfg Config, opts ...Option) *running {
 	t.Helper()
 	a, err := New(cfg, opts...)
 	if err != nil {
@@ -177,7 +177,7 @@ func startAgent(t *testing.T, cfg Config, opts ...Option) *running {
 }
 
 // Stop cancels the agent and waits for Run to return. Idempotent.
-func (r *running) Stop(t *testing.T) {
+func (r *running) Stop(t testing.TB) {
 	t.Helper()
 	r.stop()
 	select {
@@ -194,7 +194,7 @@ func (r *running) Stop(t *testing.T) {
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	tick := time.NewTicker(5 * time.Millisecond)
