@@ -157,7 +157,7 @@ func stationEventSeqs(ctx context.Context, t *testing.T, c *client.Client, since
 
 // pageSeqs is what the page reports about the events it handled.
 type pageSeqs struct {
-	Hello uint64   `json:"hello"`
+	Start uint64   `json:"start"`
 	Seqs  []uint64 `json:"seqs"`
 }
 
@@ -330,14 +330,30 @@ func TestDashboardInBrowser(t *testing.T) {
 	waitJS("the indicator is live again", `document.getElementById('conn').dataset.state === 'live'`)
 	waitJS("the event during the outage is on the page", fmt.Sprintf(`document.querySelector('#feed li[data-type="battery_booked"] .ev-text') !== null && [...document.querySelectorAll('#feed li[data-type="battery_booked"] .ev-text')].some(e => e.textContent.startsWith(%q))`, stations[2].Name+":"))
 
-	got := evalJS[pageSeqs](t, bctx, `({hello: window.dashboard.helloSeq, seqs: window.dashboard.seqs})`)
-	if len(got.Seqs) == 0 {
-		t.Fatal("the page handled no events")
+	checkSeqs := func(when string) {
+		t.Helper()
+		got := evalJS[pageSeqs](t, bctx, `({start: window.dashboard.startSeq, seqs: window.dashboard.seqs})`)
+		if len(got.Seqs) == 0 {
+			t.Fatalf("%s: the page handled no events", when)
+		}
+		want := stationEventSeqs(ctx, t, anon, got.Start, got.Seqs[len(got.Seqs)-1])
+		if !slices.Equal(got.Seqs, want) {
+			t.Errorf("%s: the page's events differ from /api/events after seq %d:\n page %v\n  api %v", when, got.Start, got.Seqs, want)
+		}
 	}
-	want := stationEventSeqs(ctx, t, anon, got.Hello, got.Seqs[len(got.Seqs)-1])
-	if !slices.Equal(got.Seqs, want) {
-		t.Errorf("the page's events differ from /api/events after seq %d:\n page %v\n  api %v", got.Hello, got.Seqs, want)
+	checkSeqs("after the reconnect")
+
+	// A reload shows the recent events and the user's past notifications at
+	// once, then goes on live from where the history ended.
+	run("reload", chromedp.Reload())
+	waitJS("live after the reload", `document.getElementById('conn').dataset.state === 'live'`)
+	waitJS("the feed shows recent events", `document.querySelectorAll('#feed li[data-seq]').length > 0`)
+	waitJS("the past booking notification is listed", `document.querySelector('#notifications li[data-type="booking_confirmed"]') !== null`)
+	if _, err := observer.Book(ctx, stations[3].ID); err != nil {
+		t.Fatalf("observer books at %s: %v", stations[3].ID, err)
 	}
+	waitJS("a new event after the reload", fmt.Sprintf(`[...document.querySelectorAll('#feed li[data-type="battery_booked"] .ev-text')].some(e => e.textContent.startsWith(%q))`, stations[3].Name+":"))
+	checkSeqs("after the reload")
 
 	// Every control has an accessible name.
 	unnamed := evalJS[[]string](t, bctx, `[...document.querySelectorAll('button, input, [role=progressbar]')]

@@ -45,7 +45,7 @@ const dashboard = {
   seqs: [], // seq of every station event the feed handled, in order
   notificationSeqs: [],
   connHistory: [],
-  helloSeq: null, // the stations channel's first hello seq
+  startSeq: null, // seqs lists every station event after this one
 };
 window.dashboard = dashboard;
 
@@ -321,11 +321,30 @@ function addFeed(ev) {
   while (feed.children.length > FEED_MAX) feed.lastElementChild.remove();
 }
 
-function startStations() {
+// recentEvents reads the newest events of the log (up to limit): the
+// user's own with a token, else every station's. It returns them with the
+// seq they follow and the seq to resume the WebSocket from.
+async function recentEvents(limit, token = '') {
+  const head = await api('/api/events?limit=1', { token });
+  let since = Math.max(0, (head.last_seq || 0) - limit);
+  const page = await api(`/api/events?since=${since}&limit=${Math.min(limit, 1000)}`, { token });
+  const events = (page.events || []).filter((e) => e && typeof e.seq === 'number');
+  if (page.gap && events.length) since = events[0].seq - 1;
+  return { since, events, resume: page.next_since };
+}
+
+function startStations(history) {
+  let resume;
+  if (history) {
+    dashboard.startSeq = history.since;
+    for (const ev of history.events) addFeed(ev);
+    resume = history.resume;
+  }
   state.stationsChannel = new LiveChannel('/ws/stations/', {
+    since: resume,
     onState: (s) => channelState('stations', s),
     onHello: (hello) => {
-      if (dashboard.helloSeq === null) dashboard.helloSeq = hello.seq;
+      if (dashboard.startSeq === null) dashboard.startSeq = hello.seq;
       if (!hello.recovered) loadStations({ counts: false }).catch(() => {});
     },
     onSnapshot: (ev) => applyStationEvent(ev, false),
@@ -492,8 +511,19 @@ async function signIn(token, { quiet = false } = {}) {
   for (const s of state.stations.values()) renderCard(s, false);
   if (state.selected) loadDetail();
   if (state.userChannel) state.userChannel.stop();
+  $('notifications').replaceChildren();
+  let resume;
+  try {
+    const past = await recentEvents(5000, token);
+    for (const ev of past.events.slice(-20)) addNotification(ev);
+    resume = past.resume;
+  } catch {
+    resume = undefined;
+  }
+  if (state.token !== token) return;
   state.userChannel = new LiveChannel('/ws/notifications/', {
     token,
+    since: resume,
     onState: (s) => channelState('user', s),
     onHello: (hello) => {
       if (typeof hello.channel === 'string' && hello.channel.startsWith('user:')) setUser(hello.channel.slice(5));
@@ -660,6 +690,15 @@ async function main() {
     btn.addEventListener('click', () => signIn(state.config.demo_token));
   }
 
+  // The recent events first, then the stations (which already reflect
+  // them), then the live channel from the last event read: nothing is
+  // missed and counts never step back.
+  let history = null;
+  try {
+    history = await recentEvents(60);
+  } catch {
+    history = null;
+  }
   try {
     await loadStations();
   } catch (e) {
@@ -668,7 +707,7 @@ async function main() {
   if (state.stations.size === 0) {
     $('station-grid').append(h('li', { class: 'placeholder', id: 'no-stations', text: 'No stations yet.' }));
   }
-  startStations();
+  startStations(history);
   route();
 
   const token = hashToken || localStorage.getItem(TOKEN_KEY) || '';

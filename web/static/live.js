@@ -17,7 +17,10 @@ export class LiveChannel {
     this.onSnapshot = opts.onSnapshot || (() => {});
     this.onEvent = opts.onEvent || (() => {});
     this.onState = opts.onState || (() => {});
-    this.since = null;
+    // since, when given, is where the first connection resumes: the seq of
+    // the last event the page already has (from GET /api/events).
+    this.since = typeof opts.since === 'number' ? opts.since : null;
+    this.everLive = false;
     this.ws = null;
     this.attempt = 0;
     this.stopped = false;
@@ -55,11 +58,10 @@ export class LiveChannel {
   }
 
   connect() {
-    const resuming = this.since !== null;
     const ws = new WebSocket(this.url());
     this.ws = ws;
     ws.onmessage = (m) => {
-      if (this.ws === ws) this.handle(m.data, resuming);
+      if (this.ws === ws) this.handle(m.data);
     };
     ws.onclose = () => {
       if (this.ws !== ws || this.stopped) return;
@@ -79,7 +81,7 @@ export class LiveChannel {
     }, delay);
   }
 
-  handle(data, resuming) {
+  handle(data) {
     let msg;
     try {
       msg = JSON.parse(data);
@@ -90,7 +92,7 @@ export class LiveChannel {
     switch (msg.type) {
       case 'hello':
         this.attempt = 0;
-        if (msg.recovered && resuming) {
+        if (msg.recovered && this.everLive) {
           this.setState('resumed');
           clearTimeout(this.resumedTimer);
           this.resumedTimer = setTimeout(() => {
@@ -100,6 +102,7 @@ export class LiveChannel {
           if (!msg.recovered && typeof msg.seq === 'number') this.since = msg.seq;
           this.setState('live');
         }
+        this.everLive = true;
         this.onHello(msg);
         return;
       case 'pong':
