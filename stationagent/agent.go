@@ -192,6 +192,25 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		defer ctrl.Close()
 	}
 
+	// Restore availability (station first, then slots) and held
+	// reservations before the first report.
+	avail, err := a.st.availability()
+	if err != nil {
+		return fmt.Errorf("availability: %w", err)
+	}
+	if v, ok := avail[0]; ok {
+		if err := a.drv.SetAvailability(ctx, 0, v); err != nil {
+			a.log.Warn("restore station availability", "err", err)
+		}
+	}
+	for slot, v := range avail {
+		if slot == 0 {
+			continue
+		}
+		if err := a.drv.SetAvailability(ctx, slot, v); err != nil {
+			a.log.Warn("restore slot availability", "slot", slot, "err", err)
+		}
+	}
 	// Restore held reservations before the first report.
 	for slot, r := range a.res {
 		if !r.ExpiresAt.IsZero() && !a.now().Before(r.ExpiresAt) {

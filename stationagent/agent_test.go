@@ -283,8 +283,12 @@ func TestReservationSurvivesRestart(t *testing.T) {
 	sid := cfg.StationID
 	r := startAgent(t, cfg)
 	obs.next(t, "status", isTopic(sid, wire.KindStatus))
+	off := false
+	obs.publish(t, wire.Topic(sid, wire.KindCmd), wire.Command{ID: "a4", Action: wire.ActionSetAvailability, Slot: 4, Available: &off})
+	obs.publish(t, wire.Topic(sid, wire.KindCmd), wire.Command{ID: "a2", Action: wire.ActionSetAvailability, Slot: 2, Available: &off})
+	obs.next(t, "ack a2", ackFor(sid, "a2"))
 	obs.publish(t, wire.Topic(sid, wire.KindCmd), wire.Command{ID: "r3", Action: wire.ActionReserve, Slot: 3, BookingID: "bk3", ExpiresAt: time.Now().Add(time.Hour)})
-	if a := decode[wire.Ack](t, obs.next(t, "ack", isTopic(sid, wire.KindAck))); !a.OK {
+	if a := decode[wire.Ack](t, obs.next(t, "ack", ackFor(sid, "r3"))); !a.OK {
 		t.Fatalf("reserve: %+v", a)
 	}
 	r.Stop(t)
@@ -297,6 +301,9 @@ func TestReservationSurvivesRestart(t *testing.T) {
 		t.Fatalf("reservations after restart = %+v", res)
 	}
 	waitFor(t, "indicator restored", func() bool { return drv.Indicator(3) })
+	if drv.Available(2) || drv.Available(4) || !drv.Available(1) {
+		t.Error("availability not restored after restart")
+	}
 	// The booking can still collect after the restart.
 	obs.publish(t, wire.Topic(sid, wire.KindCmd), wire.Command{ID: "u3", Action: wire.ActionUnlock, Slot: 3, BookingID: "bk3"})
 	if a := decode[wire.Ack](t, obs.next(t, "ack u3", func(m msg) bool {

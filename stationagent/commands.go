@@ -18,8 +18,15 @@ const errInterrupted = "interrupted by an agent restart; not executed again, see
 // resChange is a reservation change applied together with a command's
 // result.
 type resChange struct {
-	put *Reservation
-	del int
+	put   *Reservation
+	del   int
+	avail *availChange
+}
+
+// availChange is a set_availability to remember across restarts.
+type availChange struct {
+	slot      int
+	available bool
 }
 
 // handleMessage executes one cmd message, at most once per command id, and
@@ -86,10 +93,12 @@ func (a *Agent) handleMessage(ctx context.Context, m paho.Message) {
 func (a *Agent) finish(ack wire.Ack, change *resChange) {
 	b, _ := json.Marshal(ack)
 	err := a.st.finishCmd(ack, a.now(), b, a.cfg.CommandHistory, a.cfg.CommandRetention, func(tx *boltTx) error {
-		if change == nil {
+		switch {
+		case change == nil:
 			return nil
-		}
-		if change.put != nil {
+		case change.avail != nil:
+			return putAvailability(tx, change.avail.slot, change.avail.available)
+		case change.put != nil:
 			return putReservation(tx, *change.put)
 		}
 		return deleteReservation(tx, change.del)
@@ -98,7 +107,7 @@ func (a *Agent) finish(ack wire.Ack, change *resChange) {
 		a.log.Error("store command result", "id", ack.ID, "err", err)
 		return
 	}
-	if change != nil {
+	if change != nil && change.avail == nil {
 		if change.put != nil {
 			a.res[change.put.Slot] = *change.put
 		} else {
@@ -214,7 +223,7 @@ func (a *Agent) execute(ctx context.Context, cmd wire.Command) (wire.Ack, *resCh
 		if err := a.drv.SetAvailability(ctx, cmd.Slot, *cmd.Available); err != nil {
 			return fail(id, "set availability: %v", err)
 		}
-		return ok, nil
+		return ok, &resChange{avail: &availChange{slot: cmd.Slot, available: *cmd.Available}}
 
 	case wire.ActionSnapshot:
 		a.poll(ctx, true)

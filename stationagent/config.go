@@ -141,7 +141,7 @@ func ReadConfig(path string, lookup func(string) (string, bool)) (Config, error)
 		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
 			return cfg, fmt.Errorf("%w: %s: %s", ErrConfig, path, oneLine(err.Error()))
 		}
-		if cfg.Driver == DriverModbus && cfg.Modbus.MapFile != "" && !filepath.IsAbs(cfg.Modbus.MapFile) {
+		if cfg.Modbus.MapFile != "" && !filepath.IsAbs(cfg.Modbus.MapFile) {
 			cfg.Modbus.MapFile = filepath.Join(filepath.Dir(path), cfg.Modbus.MapFile)
 		}
 	}

@@ -29,6 +29,7 @@ var (
 	bktCmdTime  = []byte("cmd_time")
 	bktReserve  = []byte("reservations")
 	bktJournal  = []byte("journal")
+	bktAvail    = []byte("availability")
 	keyBootCnt  = []byte("boot_count")
 	keyOutboxN  = []byte("outbox_n")
 	keyCmdN     = []byte("cmd_n")
@@ -61,7 +62,7 @@ func openState(dir string) (*state, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bktMeta, bktOutbox, bktCmds, bktCmdTime, bktReserve, bktJournal} {
+		for _, b := range [][]byte{bktMeta, bktOutbox, bktCmds, bktCmdTime, bktReserve, bktJournal, bktAvail} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -391,4 +392,39 @@ func (s *state) journal(e JournalEntry) error {
 		_, err = counter(tx, keyJournalN, -1)
 		return err
 	})
+}
+
+// putAvailability stores the last set_availability for a slot (0: station),
+// re-applied to the driver on start.
+func putAvailability(tx *bolt.Tx, slot int, available bool) error {
+	v := []byte{0}
+	if available {
+		v[0] = 1
+	}
+	b := tx.Bucket(bktAvail)
+	if slot == 0 {
+		// The station-level setting overrides earlier slot-level ones.
+		var keys [][]byte
+		_ = b.ForEach(func(k, _ []byte) error { keys = append(keys, append([]byte(nil), k...)); return nil })
+		for _, k := range keys {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+	}
+	return b.Put(u64(uint64(slot)), v)
+}
+
+// availability returns the stored availability per slot (0: station).
+func (s *state) availability() (map[int]bool, error) {
+	out := map[int]bool{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bktAvail).ForEach(func(k, v []byte) error {
+			if len(k) == 8 && len(v) == 1 {
+				out[int(binary.BigEndian.Uint64(k))] = v[0] == 1
+			}
+			return nil
+		})
+	})
+	return out, err
 }

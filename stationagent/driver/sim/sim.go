@@ -337,6 +337,14 @@ func (d *Driver) Indicator(n int) bool {
 	return err == nil && s.indicator
 }
 
+// Available reports whether a slot is in service (for tests).
+func (d *Driver) Available(n int) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s, err := d.slot(n)
+	return err == nil && s.available
+}
+
 // SetAvailability marks a slot (n ≥ 1) or the whole station (n == 0) in or
 // out of service. A slot out of service receives no returned batteries.
 func (d *Driver) SetAvailability(ctx context.Context, n int, available bool) error {
