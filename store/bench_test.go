@@ -53,6 +53,13 @@ func BenchmarkAppendGroupCommit(b *testing.B) {
 	for _, w := range writerCounts {
 		b.Run(fmt.Sprintf("writers=%d", w), func(b *testing.B) {
 			s := openT(b, "", Options{})
+			var commits atomic.Int64
+			s.SetCommitListener(func([]Event) { commits.Add(1) })
+			b.Cleanup(func() {
+				if n := commits.Load(); n > 0 {
+					b.ReportMetric(float64(b.N)/float64(n), "records/commit")
+				}
+			})
 			sids := make([]string, w)
 			for i := range sids {
 				sids[i] = fmt.Sprintf("st-%04d", i)

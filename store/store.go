@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -310,6 +311,26 @@ func (s *Store) commitLoop() {
 
 		s.runBatch(batch)
 		clear(batch)
+		s.gather()
+	}
+}
+
+// gather lets the callers just answered run before the committer looks at
+// the queue again, so a caller that Updates in a loop joins the next batch
+// instead of trailing it by one commit. It yields (no timed wait) while the
+// queue keeps growing, a few times at most; with nothing else runnable it
+// returns at once.
+func (s *Store) gather() {
+	prev := -1
+	for range 4 {
+		runtime.Gosched()
+		s.mu.Lock()
+		n := len(s.queue)
+		s.mu.Unlock()
+		if n == prev || n >= s.opts.MaxBatch {
+			return
+		}
+		prev = n
 	}
 }
 
