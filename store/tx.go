@@ -73,7 +73,7 @@ func (tx *Tx) Append(ev *Event) error {
 	// One allocation holds the record header and the wire frame; ev.Data
 	// points into it.
 	hdr := recordHeaderLen(ev.Type, ev.StationID, ev.UserID)
-	buf := make([]byte, hdr, hdr+len(ev.Type)+len(fields)+64)
+	buf := make([]byte, hdr, hdr+len(ev.Type)+len(fields)+96) // frame overhead is under 80 bytes
 	putRecordHeader(buf, ns, ev.Type, ev.StationID, ev.UserID)
 	buf = wire.EncodeEvent(buf, ev.Type, seq, ev.Time, fields)
 	ev.Data = buf[hdr:len(buf):len(buf)]
