@@ -468,8 +468,9 @@ func TestSlowClientClosed(t *testing.T) {
 	if errors.As(err, &ne) && ne.Timeout() {
 		t.Fatalf("stalled client still open: %v", err)
 	}
-	if ce := (*websocket.CloseError)(nil); errors.As(err, &ce) && ce.Code != websocket.CloseTryAgainLater {
-		t.Fatalf("close code %d, want 1013", ce.Code)
+	// gorilla reports a connection cut mid-frame as 1006.
+	if ce := (*websocket.CloseError)(nil); errors.As(err, &ce) && ce.Code != websocket.CloseTryAgainLater && ce.Code != websocket.CloseAbnormalClosure {
+		t.Fatalf("close code %d, want 1013 (or 1006 after a write timeout)", ce.Code)
 	}
 	waitFor(t, "stations gauge to drop", func() bool {
 		return e.metricValue("swapd_ws_connections", "channel", "stations") == 1
