@@ -154,6 +154,15 @@ func TestSeqMonotonicAcrossReopen(t *testing.T) {
 	if s.LastSeq() != 3 || s.FirstSeq() != 1 {
 		t.Fatalf("after reopen LastSeq %d FirstSeq %d, want 3 1", s.LastSeq(), s.FirstSeq())
 	}
+	back, err := s.EventsAfter(Channel{Kind: Everything}, 0, 0)
+	if err != nil || len(back) != 3 {
+		t.Fatalf("after reopen: %d events, %v", len(back), err)
+	}
+	for i := range back {
+		if string(back[i].Data) != string(got[i].Data) || back[i].UserID != got[i].UserID {
+			t.Fatalf("event %d after reopen: %+v, appended %+v", i+1, back[i], got[i])
+		}
+	}
 	// Old events: retention removes the whole log, the counter stays.
 	old := stationEv("st-1", "inventory_update")
 	old.Time = time.Now().Add(-2 * time.Hour)
