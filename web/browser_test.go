@@ -377,7 +377,7 @@ func TestDashboardInBrowser(t *testing.T) {
 			t.Errorf("view %s is %d px wide on a 390 px screen", view, w)
 		}
 	}
-	run("desktop viewport", chromedp.EmulateReset(), chromedp.Evaluate[chromedp.Void](`location.hash = '#/'`))
+	run("desktop viewport", chromedp.EmulateViewport(1440, 1000), chromedp.Evaluate[chromedp.Void](`location.hash = '#/'`))
 	waitJS("the grid is back", `!document.getElementById('grid-view').hidden`)
 
 	if os.Getenv("SWAPBRIDGE_SCREENSHOT") == "1" {

@@ -226,7 +226,85 @@ function renderCard(s, flash) {
   }
 }
 
+// ---- network map ------------------------------------------------------------
+
+const SVG = 'http://www.w3.org/2000/svg';
+const MAP_W = 800, MAP_H = 260, MAP_PAD = 34;
+
+function svg(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+  for (const c of children) el.append(c);
+  return el;
+}
+
+function pinClass(v) {
+  const st = statusOf(v);
+  if (st !== 'online') return st;
+  return (Number(v.available_batteries) || 0) > 0 ? 'ready' : 'charging';
+}
+
+let mapKey = '';
+let mapPins = new Map();
+function renderMap() {
+  const box = $('netmap');
+  const views = [...state.stations.values()].map((s) => s.view).filter((v) => Number.isFinite(v.lat) && Number.isFinite(v.lon));
+  $('netmap-box').hidden = views.length === 0;
+  const key = views.map((v) => `${v.id}@${v.lat},${v.lon}`).sort().join('|');
+  if (key !== mapKey) {
+    mapKey = key;
+    mapPins = new Map();
+    // An equirectangular projection around the stations' centre.
+    const lat0 = views.reduce((a, v) => a + v.lat, 0) / (views.length || 1);
+    const kx = Math.cos((lat0 * Math.PI) / 180);
+    const xs = views.map((v) => v.lon * kx), ys = views.map((v) => -v.lat);
+    const minX = Math.min(...xs), maxX = Math.max(...xs), minY = Math.min(...ys), maxY = Math.max(...ys);
+    const scale = Math.min((MAP_W - 2 * MAP_PAD - 120) / Math.max(maxX - minX, 1e-6), (MAP_H - 2 * MAP_PAD) / Math.max(maxY - minY, 1e-6));
+    const offX = (MAP_W - (maxX - minX) * scale) / 2 - 40, offY = (MAP_H - (maxY - minY) * scale) / 2;
+    const lines = [];
+    for (let x = 40; x < MAP_W; x += 80) lines.push(svg('line', { class: 'grid-line', x1: x, y1: 0, x2: x, y2: MAP_H }));
+    for (let y = 30; y < MAP_H; y += 80) lines.push(svg('line', { class: 'grid-line', x1: 0, y1: y, x2: MAP_W, y2: y }));
+    const pts = views.map((v, i) => [offX + (xs[i] - minX) * scale, offY + (ys[i] - minY) * scale]);
+    const pins = views.map((v, i) => {
+      const [x, y] = pts[i];
+      const r = 6 + Math.min(6, (Number(v.total_slots) || 8) / 4);
+      // Labels go right of the pin unless a neighbour sits there.
+      const crowded = pts.some(([px, py], j) => j !== i && px > x && px - x < 150 && Math.abs(py - y) < 34);
+      const lx = crowded ? x - r - 6 : x + r + 6;
+      const anchor = crowded ? 'end' : 'start';
+      const name = svg('text', { x: lx, y: y + 1, 'text-anchor': anchor });
+      const sub = svg('text', { class: 'sub', x: lx, y: y + 15, 'text-anchor': anchor });
+      const g = svg('g', { class: 'pin', 'data-station': v.id },
+        svg('circle', { class: 'halo', cx: x, cy: y, r: r + 5 }),
+        svg('circle', { class: 'dot', cx: x, cy: y, r }), name, sub);
+      g.addEventListener('click', () => (location.hash = '#/stations/' + encodeURIComponent(v.id)));
+      mapPins.set(v.id, { g, name, sub });
+      return g;
+    });
+    box.replaceChildren(...lines, ...pins);
+  }
+  for (const v of views) {
+    const p = mapPins.get(v.id);
+    if (!p) continue;
+    p.g.setAttribute('class', 'pin ' + pinClass(v));
+    p.name.textContent = v.name || v.id;
+    p.sub.textContent = statusOf(v) === 'online' ? `${v.available_batteries || 0} ready · ${v.charging_batteries || 0} charging` : statusOf(v);
+  }
+  box.setAttribute('aria-label', `Map of ${views.length} stations: ` +
+    views.map((v) => `${v.name || v.id} ${statusOf(v)}, ${v.available_batteries || 0} ready`).join('; '));
+}
+
+let mapTimer = 0;
+function scheduleMap() {
+  if (mapTimer) return;
+  mapTimer = requestAnimationFrame(() => {
+    mapTimer = 0;
+    renderMap();
+  });
+}
+
 function renderTotals() {
+  scheduleMap();
   let online = 0, ready = 0, slots = 0;
   for (const { view } of state.stations.values()) {
     if (statusOf(view) === 'online') online++;
