@@ -16,6 +16,9 @@ type ProcStat struct {
 	CPUSeconds float64 `json:"cpu_seconds"`
 	RSSKB      int64   `json:"rss_kb"`
 	PeakRSSKB  int64   `json:"peak_rss_kb"` // VmHWM
+	// AnonKB is the anonymous part of RSS (heap and stacks), without the
+	// pages of mapped files such as the bbolt database.
+	AnonKB int64 `json:"rss_anon_kb"`
 }
 
 // ReadProc reads /proc/<pid>/stat and /proc/<pid>/status.
@@ -56,6 +59,8 @@ func ReadProc(pid int) (ProcStat, error) {
 			dst = &ps.RSSKB
 		case "VmHWM":
 			dst = &ps.PeakRSSKB
+		case "RssAnon":
+			dst = &ps.AnonKB
 		default:
 			continue
 		}

@@ -133,7 +133,9 @@ type RushResult struct {
 	CPUSeconds float64 `json:"server_cpu_s,omitempty"`
 }
 
-// Memory is the server's resident memory as stations and sockets connect.
+// Memory is the server's resident memory (VmRSS) as stations and sockets
+// connect (after provisioning), and the growth per station and per socket
+// of its anonymous part (heap and stacks, without the mapped database).
 type Memory struct {
 	BaseKB         int64   `json:"before_stations_kb"`
 	StationsKB     int64   `json:"after_stations_kb"`
@@ -142,6 +144,10 @@ type Memory struct {
 	PerStationKB   float64 `json:"per_station_kb"`
 	PerWSClientKB  float64 `json:"per_ws_client_kb"`
 	IncludesClient bool    `json:"includes_bench_clients"`
+	// Heap…: growth of the server's Go heap and stacks in use (from its
+	// /metrics), per station and per socket; 0 when not available.
+	HeapPerStationKB  float64 `json:"heap_per_station_kb,omitempty"`
+	HeapPerWSClientKB float64 `json:"heap_per_ws_client_kb,omitempty"`
 }
 
 func machine() Machine {
@@ -237,7 +243,10 @@ func (r *Report) Print(w io.Writer) {
 			note = " (embedded: includes the bench's own clients)"
 		}
 		row("server memory", "RSS %d → %d KB with stations → %d KB with websockets; peak %d KB%s", mm.BaseKB, mm.StationsKB, mm.WSKB, mm.PeakKB, note)
-		row("  per station", "%.1f KB; per WebSocket client %.1f KB", mm.PerStationKB, mm.PerWSClientKB)
+		row("  per station", "%.1f KB; per WebSocket client %.1f KB (anonymous RSS growth)", mm.PerStationKB, mm.PerWSClientKB)
+		if mm.HeapPerStationKB != 0 || mm.HeapPerWSClientKB != 0 {
+			row("  Go heap+stacks", "%.1f KB per station; %.1f KB per WebSocket client", mm.HeapPerStationKB, mm.HeapPerWSClientKB)
+		}
 	}
 	if len(r.Commands) > 0 {
 		keys := make([]string, 0, len(r.Commands))

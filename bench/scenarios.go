@@ -1,12 +1,15 @@
 package bench
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -76,7 +79,6 @@ func runPrefix(scenario string) string { return "bench" + randomHex(3) + scenari
 // setupStations provisions and connects the stations, then the sockets, and
 // records the server's memory along the way.
 func setupStations(ctx context.Context, r *runner, rep *Report, toggle int, restSoC float64) error {
-	p0, haveProc := r.proc()
 	r.setPhase("provisioning")
 	t := time.Now()
 	if err := r.provision(ctx, r.cfg.Stations, toggle, restSoC); err != nil {
@@ -91,6 +93,8 @@ func setupStations(ctx context.Context, r *runner, rep *Report, toggle int, rest
 		u.token = resp.Token
 	}
 	rep.Setup.ProvisionS = time.Since(t).Seconds()
+	p0, haveProc := r.proc()
+	h0, haveHeap := r.goMemory(ctx)
 	r.setPhase("connecting stations")
 	t = time.Now()
 	if err := r.connectAll(ctx); err != nil {
@@ -98,6 +102,7 @@ func setupStations(ctx context.Context, r *runner, rep *Report, toggle int, rest
 	}
 	rep.Setup.ConnectS = time.Since(t).Seconds()
 	p1, _ := r.proc()
+	h1, _ := r.goMemory(ctx)
 	r.setPhase("connecting websockets")
 	t = time.Now()
 	if err := r.connectWS(ctx); err != nil {
@@ -106,13 +111,52 @@ func setupStations(ctx context.Context, r *runner, rep *Report, toggle int, rest
 	rep.Setup.WSConnectS = time.Since(t).Seconds()
 	if p2, ok := r.proc(); ok && haveProc {
 		m := &Memory{BaseKB: p0.RSSKB, StationsKB: p1.RSSKB, WSKB: p2.RSSKB, IncludesClient: r.tgt.pid == os.Getpid()}
-		m.PerStationKB = float64(p1.RSSKB-p0.RSSKB) / float64(len(r.stations))
+		m.PerStationKB = float64(p1.AnonKB-p0.AnonKB) / float64(len(r.stations))
 		if n := len(r.ws); n > 0 {
-			m.PerWSClientKB = float64(p2.RSSKB-p1.RSSKB) / float64(n)
+			m.PerWSClientKB = float64(p2.AnonKB-p1.AnonKB) / float64(n)
 		}
 		rep.Memory = m
+		if h2, ok := r.goMemory(ctx); ok && haveHeap {
+			m.HeapPerStationKB = float64(h1-h0) / 1024 / float64(len(r.stations))
+			if n := len(r.ws); n > 0 {
+				m.HeapPerWSClientKB = float64(h2-h1) / 1024 / float64(n)
+			}
+		}
 	}
 	return nil
+}
+
+// goMemory reads the server's Go heap and stack in use from its /metrics
+// (go_memstats_heap_inuse_bytes + go_memstats_stack_inuse_bytes).
+func (r *runner) goMemory(ctx context.Context) (int64, bool) {
+	if r.tgt.httpBase == "" {
+		return 0, false
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.tgt.httpBase+"/metrics", nil)
+	if err != nil {
+		return 0, false
+	}
+	resp, err := r.tgt.hc.Do(req)
+	if err != nil {
+		return 0, false
+	}
+	defer resp.Body.Close()
+	var total float64
+	found := 0
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		for _, name := range []string{"go_memstats_heap_inuse_bytes ", "go_memstats_stack_inuse_bytes "} {
+			if v, ok := strings.CutPrefix(line, name); ok {
+				if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+					total += f
+					found++
+				}
+			}
+		}
+	}
+	return int64(total), found == 2
 }
 
 // runTelemetry is steady (one step at cfg.Rate) and ramp (steps up from
