@@ -24,6 +24,7 @@ import (
 
 	"github.com/swapbridge/swapbridge/client"
 	"github.com/swapbridge/swapbridge/server"
+	"github.com/swapbridge/swapbridge/wire"
 )
 
 // findChromium returns the browser to drive: $SWAPBRIDGE_CHROMIUM, else
@@ -306,13 +307,41 @@ func TestDashboardInBrowser(t *testing.T) {
 	run("back to the grid", chromedp.Click(chromedp.CSS(`#back`)), chromedp.WaitVisible(chromedp.CSS(`#station-grid`)))
 
 	// Booking through the page as the demo user produces a notification.
-	second := stations[1].ID
+	// The demo user books where most batteries are ready, so the booking is
+	// ready at once and can be collected.
+	now, err := anon.Stations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byID := map[string]wire.StationView{}
+	for _, v := range now {
+		byID[v.ID] = v
+	}
+	candidates := []string{stations[1].ID, stations[4].ID, stations[5].ID}
+	slices.SortStableFunc(candidates, func(a, b string) int { return byID[b].AvailableBatteries - byID[a].AvailableBatteries })
+	second, fifth := candidates[0], candidates[1]
 	run("sign in as the demo user", chromedp.WaitVisible(chromedp.CSS(`#demo-signin`)), chromedp.Click(chromedp.CSS(`#demo-signin`)),
 		chromedp.WaitVisible(chromedp.CSS(`#signed-in`)))
 	waitJS("the user name is shown", fmt.Sprintf(`document.getElementById('user-id').textContent === %q`, demo.UserID()))
 	run("book at "+second, chromedp.Click(chromedp.CSS(fmt.Sprintf(`li.station[data-station=%q] button[data-action="book"]`, second))))
 	waitJS("a booking notification arrives", `document.querySelector('#notifications li[data-type="booking_confirmed"], #notifications li[data-type="booking_ready"]') !== null`)
 	waitJS("the booking is listed with its buttons", `document.querySelector('#bookings li[data-booking] button[data-action="cancel"]') !== null`)
+
+	// Collect: once ready, Collect unlocks the slot, the simulated rider
+	// takes the battery, and the booking turns collected.
+	bookingID := evalJS[string](t, bctx, `document.querySelector('#bookings li[data-booking]').dataset.booking`)
+	bookingLi := fmt.Sprintf(`#bookings li[data-booking=%q]`, bookingID)
+	waitJS("the booking is ready", fmt.Sprintf(`document.querySelector(%q)?.dataset.status === 'ready'`, bookingLi))
+	run("collect", chromedp.Click(chromedp.CSS(bookingLi+` button[data-action="collect"]`)))
+	waitJS("the booking is collected", fmt.Sprintf(`document.querySelector(%q)?.dataset.status === 'collected'`, bookingLi))
+
+	// Cancel: a second booking is cancelled from the page.
+	run("book at "+fifth, chromedp.Click(chromedp.CSS(fmt.Sprintf(`li.station[data-station=%q] button[data-action="book"]`, fifth))))
+	waitJS("the second booking is listed", fmt.Sprintf(`[...document.querySelectorAll('#bookings li[data-booking]')].some(li => li.dataset.booking !== %q && li.querySelector('button[data-action="cancel"]'))`, bookingID))
+	cancelID := evalJS[string](t, bctx, fmt.Sprintf(`[...document.querySelectorAll('#bookings li[data-booking]')].find(li => li.dataset.booking !== %q && li.querySelector('button[data-action="cancel"]')).dataset.booking`, bookingID))
+	cancelLi := fmt.Sprintf(`#bookings li[data-booking=%q]`, cancelID)
+	run("cancel", chromedp.Click(chromedp.CSS(cancelLi+` button[data-action="cancel"]`)))
+	waitJS("the booking is cancelled", fmt.Sprintf(`document.querySelector(%q)?.dataset.status === 'cancelled'`, cancelLi))
 
 	// Cut the sockets: the indicator shows reconnecting, then the page
 	// resumes and has missed nothing.

@@ -429,6 +429,8 @@ function startStations(history) {
     onEvent: (ev) => {
       applyStationEvent(ev, true);
       addFeed(ev);
+      // Collections and releases of my bookings arrive on station channels.
+      if (ev.booking_id && state.bookings.some((b) => b.id === ev.booking_id)) refreshBookings();
     },
   }).start();
 }
