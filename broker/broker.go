@@ -253,8 +253,8 @@ func (c *Config) fill() error {
 }
 
 // SetHandler sets the receiver of station publishes and session events. Call
-// it before Start; without a handler, permitted publishes are accepted and
-// only delivered as plain MQTT.
+// it before Start; calls after Start are ignored. Without a handler,
+// permitted publishes are accepted and only delivered as plain MQTT.
 func (b *Broker) SetHandler(h Handler) {
 	b.stateMu.Lock()
 	defer b.stateMu.Unlock()
@@ -324,7 +324,7 @@ func (b *Broker) Start() error {
 }
 
 // Addr returns the bound TCP address (useful with port 0), or "" when the
-// TCP listener is disabled or not started.
+// TCP listener is disabled or not started. Call it after Start returned.
 func (b *Broker) Addr() string {
 	if b.tcp == nil {
 		return ""

@@ -133,10 +133,10 @@ func (l *listener) isClosed() bool {
 // closeSocket closes the bound socket of a listener that never served.
 func (l *listener) closeSocket() { _ = l.ln.Close() }
 
-// Close implements listeners.Listener: it stops accepting, asks mochi to
-// disconnect this listener's clients, closes any connection still in its
+// Close implements listeners.Listener: it stops accepting, disconnects
+// this listener's clients, closes any connection still in its
 // handshake, and waits for every goroutine of the listener.
-func (l *listener) Close(closeClients listeners.CloseFn) {
+func (l *listener) Close(listeners.CloseFn) {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -146,7 +146,14 @@ func (l *listener) Close(closeClients listeners.CloseFn) {
 	l.mu.Unlock()
 
 	_ = l.ln.Close()
-	closeClients(l.id)
+	// Instead of closeClients (which sends DISCONNECT even to MQTT 3.1.1
+	// clients), MQTT 5 clients get DISCONNECT "server shutting down" and
+	// 3.1.1 clients a closed connection.
+	for _, cl := range l.b.srv.Clients.GetByListener(l.id) {
+		if !cl.Closed() {
+			l.b.dropClient(cl, packets.ErrServerShuttingDown)
+		}
+	}
 
 	l.mu.Lock()
 	for c := range l.conns {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	mpackets "github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/swapbridge/swapbridge/wire"
 )
@@ -121,8 +122,14 @@ func TestCloseWithClients(t *testing.T) {
 		mustDial(t, o)
 		rec.expect(t, "up", s[0], "", "")
 	}
+	v5 := dialV5(t, b.Addr(), "S1", "one") // takes over S1's session
+	for e := rec.next(t); e.what != "up"; e = rec.next(t) {
+	}
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
+	}
+	if pk := v5.read(t); pk.FixedHeader.Type != mpackets.Disconnect || pk.ReasonCode != mpackets.ErrServerShuttingDown.Code {
+		t.Errorf("MQTT 5 client at Close: packet type %d reason %#x, want DISCONNECT 0x8b", pk.FixedHeader.Type, pk.ReasonCode)
 	}
 	for range 2 {
 		select {
