@@ -248,7 +248,8 @@ let mapKey = '';
 let mapPins = new Map();
 function renderMap() {
   const box = $('netmap');
-  const views = [...state.stations.values()].map((s) => s.view).filter((v) => Number.isFinite(v.lat) && Number.isFinite(v.lon));
+  const views = [...state.stations.values()].map((s) => s.view)
+    .filter((v) => Number.isFinite(v.lat) && Number.isFinite(v.lon) && !(v.lat === 0 && v.lon === 0));
   $('netmap-box').hidden = views.length === 0;
   const key = views.map((v) => `${v.id}@${v.lat},${v.lon}`).sort().join('|');
   if (key !== mapKey) {
