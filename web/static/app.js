@@ -114,6 +114,7 @@ function renderConn() {
   $('conn-text').textContent = CONN_TEXT[s];
   el.setAttribute('aria-label', 'Connection: ' + CONN_TEXT[s]);
   dashboard.connHistory.push(s);
+  trim(dashboard.connHistory, 400);
 }
 
 // ---- station grid --------------------------------------------------------
@@ -387,8 +388,16 @@ function describe(ev) {
   }
 }
 
+// trim keeps a record list from growing without bound on a page left open
+// for days; it returns the entries removed.
+function trim(list, max) {
+  return list.length > max ? list.splice(0, list.length - max / 2) : [];
+}
+
 function addFeed(ev) {
   dashboard.seqs.push(ev.seq);
+  const dropped = trim(dashboard.seqs, 20000);
+  if (dropped.length) dashboard.startSeq = dropped[dropped.length - 1];
   const [kind, label] = FEED_KIND[ev.type] || ['other', ev.type];
   const li = h('li', { class: 'k-' + kind, 'data-seq': ev.seq, 'data-type': ev.type },
     h('span', { class: 'ev-type', text: label }),
@@ -726,6 +735,7 @@ function notificationText(ev) {
 
 function addNotification(ev) {
   dashboard.notificationSeqs.push(ev.seq);
+  trim(dashboard.notificationSeqs, 2000);
   const [title, message, level] = notificationText(ev);
   const li = h('li', { class: 'level-' + level, 'data-seq': ev.seq, 'data-type': ev.type },
     h('time', { class: 'n-time', datetime: ev.ts, text: clock(ev.ts) }),
