@@ -539,7 +539,10 @@ function renderDetail(v) {
   slots.querySelectorAll('.soc-bar').forEach((bar) => {
     bar.firstElementChild.style.width = bar.getAttribute('aria-valuenow') + '%';
   });
-  if (state.stations.has(v.id)) upsertStation(v);
+  if (state.stations.has(v.id)) {
+    const { slots: _slots, ...counts } = v;
+    upsertStation(counts);
+  }
 }
 
 function showDetail(id) {
