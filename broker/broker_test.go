@@ -208,7 +208,7 @@ func TestTopicsOutsideOwn(t *testing.T) {
 		rec.expect(t, "down", "S1", "", "")
 		s1 = mustDial(t, stationOpts(b.Addr(), "S1", "S1", "one").
 			SetWill(wire.Topic("S1", wire.KindStatus), `{"online":false}`, 1, true).
-			SetConnectionLostHandler(func(_ paho.Client, err error) { lost <- err }))
+			SetConnectionLostHandler(notify(lost)))
 		rec.expect(t, "up", "S1", "", "")
 		s1.Publish(pub.topic, pub.qos, false, `{"evil":true}`)
 		select {
@@ -287,10 +287,10 @@ func TestOversize(t *testing.T) {
 		before := value(t, b.m.oversized)
 		lost := make(chan error, 1)
 		s1 := mustDial(t, stationOpts(b.Addr(), "S1", "S1", "one").
-			SetConnectionLostHandler(func(_ paho.Client, err error) { lost <- err }))
+			SetConnectionLostHandler(notify(lost)))
 		rec.expect(t, "up", "S1", "", "")
 		tok := s1.Publish(topic, 1, false, strings.Repeat("y", size))
-		<-lost
+		within(t, lost, "connection lost")
 		// No publish reached the handler: the next event is the disconnect.
 		rec.expect(t, "down", "S1", "", "")
 		select {

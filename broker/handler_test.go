@@ -47,11 +47,14 @@ func TestHandlerErrorNoPubackV311(t *testing.T) {
 		SetAutoReconnect(true).
 		SetMaxReconnectInterval(100*time.Millisecond).
 		SetWill(wire.Topic("S1", wire.KindStatus), `{"online":false,"boot_id":"b1"}`, 1, true).
-		SetConnectionLostHandler(func(_ paho.Client, err error) { lost <- err }).
+		SetConnectionLostHandler(notify(lost)).
 		SetReconnectingHandler(func(paho.Client, *paho.ClientOptions) { <-gate }).
 		SetOnConnectHandler(func(paho.Client) {
 			if connects.Add(1) > 1 {
-				reconnected <- struct{}{}
+				select {
+				case reconnected <- struct{}{}:
+				default:
+				}
 			}
 		})
 	s1 := mustDial(t, o)
@@ -60,7 +63,7 @@ func TestHandlerErrorNoPubackV311(t *testing.T) {
 	payload := `{"boot_id":"b1","seq":1,"full":true}`
 	tok := s1.Publish(wire.Topic("S1", wire.KindTelemetry), 1, false, payload)
 	rec.expect(t, "publish", "S1", wire.KindTelemetry, payload) // fails
-	<-lost
+	within(t, lost, "connection lost")
 	select {
 	case <-tok.Done():
 		t.Fatalf("publish token completed (err %v) although the handler failed", tok.Error())
@@ -70,7 +73,7 @@ func TestHandlerErrorNoPubackV311(t *testing.T) {
 	rec.expect(t, "down", "S1", "", "")
 
 	openGate()
-	<-reconnected
+	within(t, reconnected, "reconnect")
 	rec.expect(t, "up", "S1", "", "")
 	rec.expect(t, "publish", "S1", wire.KindTelemetry, payload) // the resend, accepted
 	if err := wait(t, tok); err != nil {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -124,7 +126,16 @@ func startBroker(t *testing.T, cfg Config, c Credentials, h Handler) *Broker {
 	if err := b.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = b.Close() })
+	t.Cleanup(func() {
+		done := make(chan struct{})
+		go func() { _ = b.Close(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(3 * waitFor):
+			_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 2)
+			t.Error("broker Close hung")
+		}
+	})
 	return b
 }
 
@@ -154,7 +165,16 @@ func dial(t *testing.T, opts *paho.ClientOptions) (paho.Client, error) {
 	if err := tok.Error(); err != nil {
 		return nil, err
 	}
-	t.Cleanup(func() { c.Disconnect(0) })
+	t.Cleanup(func() {
+		done := make(chan struct{})
+		go func() { c.Disconnect(0); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(waitFor):
+			_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 2)
+			t.Errorf("paho disconnect of %s hung", opts.ClientID)
+		}
+	})
 	return c, nil
 }
 
@@ -192,7 +212,12 @@ func value(t *testing.T, c prometheus.Metric) float64 {
 // recvChan returns a paho message handler feeding a channel.
 func recvChan() (chan paho.Message, paho.MessageHandler) {
 	ch := make(chan paho.Message, 64)
-	return ch, func(_ paho.Client, m paho.Message) { ch <- m }
+	return ch, func(_ paho.Client, m paho.Message) {
+		select {
+		case ch <- m:
+		default: // never block paho's router
+		}
+	}
 }
 
 func recvMsg(t *testing.T, ch chan paho.Message) paho.Message {
@@ -228,4 +253,29 @@ func (cc *connCapture) kill() {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	_ = cc.conn.Close()
+}
+
+// notify returns a paho connection-lost handler that reports on ch without
+// ever blocking paho.
+func notify(ch chan error) paho.ConnectionLostHandler {
+	return func(_ paho.Client, err error) {
+		select {
+		case ch <- err:
+		default:
+		}
+	}
+}
+
+// within receives from ch or fails the test after waitFor.
+func within[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(waitFor):
+		_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 2)
+		t.Fatalf("timed out waiting for %s", what)
+		var zero T
+		return zero
+	}
 }

@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
 	mpackets "github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/swapbridge/swapbridge/wire"
@@ -118,7 +117,7 @@ func TestCloseWithClients(t *testing.T) {
 	for _, s := range [][2]string{{"S1", "one"}, {"S2", "two"}} {
 		o := stationOpts(b.Addr(), s[0], s[0], s[1]).
 			SetWill(wire.Topic(s[0], wire.KindStatus), `{"online":false}`, 1, true).
-			SetConnectionLostHandler(func(_ paho.Client, err error) { lost <- err })
+			SetConnectionLostHandler(notify(lost))
 		mustDial(t, o)
 		rec.expect(t, "up", s[0], "", "")
 	}
