@@ -487,7 +487,8 @@ function renderSlot(sl) {
   const st = slotState(sl);
   const label = `Slot ${sl.slot}`;
   const tags = h('div', { class: 'tags' });
-  if (sl.reserved) tags.append(h('span', { class: 'tag reserved', text: 'reserved' }));
+  const mine = sl.booking_id && state.bookings.some((b) => b.id === sl.booking_id);
+  if (sl.reserved) tags.append(h('span', { class: 'tag reserved', text: mine ? 'your booking' : 'reserved' }));
   if (sl.fault) tags.append(h('span', { class: 'tag fault', text: 'fault: ' + sl.fault }));
   if (sl.swappable) tags.append(h('span', { class: 'tag ready', text: 'ready to swap' }));
   else if (sl.charging) tags.append(h('span', { class: 'tag', text: 'charging' }));
@@ -512,7 +513,7 @@ function renderSlot(sl) {
     h('span', { class: 'soc-val', text: pct(soc) })),
   h('dl', { class: 'slot-meta' },
     h('div', {}, h('dt', { text: 'SoH ' }), h('dd', { text: pct(sl.soh) })),
-    h('div', {}, h('dt', { text: 'Temp ' }), h('dd', { text: `${(Number(sl.temp_c) || 0).toFixed(1)} °C` })),
+    h('div', {}, h('dt', { text: 'Temp ' }), h('dd', { text: `${(Number(sl.temp_c) || 0).toFixed(1)}\u00a0°C` })),
     h('div', { class: 'wide' }, h('dt', { text: 'Door ' }), h('dd', { text: doorLock }))),
   tags);
 }
@@ -557,7 +558,7 @@ function showDetail(id) {
     onEvent: () => scheduleDetail(),
   }).start();
   loadDetail();
-  $('back').focus();
+  $('back').focus({ preventScroll: true, focusVisible: false });
 }
 
 function showGrid() {
