@@ -56,7 +56,7 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	if err != nil {
 		h.b.log.Warn("mqtt connect refused", "client", cl.ID, "remote", cl.Net.Remote, "reason", reason, "error", err)
 	} else {
-		h.b.log.Info("mqtt connect refused", "client", cl.ID, "remote", cl.Net.Remote, "reason", reason)
+		h.b.log.Debug("mqtt connect refused", "client", cl.ID, "remote", cl.Net.Remote, "reason", reason) // counted; a storm must not flood the log
 	}
 	return false
 }
