@@ -116,6 +116,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"not an object", "POST", "/api/admin/stations", adminToken, `[1,2]`, 400, "invalid_json"},
 		{"wrong type", "POST", "/api/admin/stations", adminToken, `{"id":"s2","slots":"four"}`, 400, "invalid_field"},
 		{"bad station id", "POST", "/api/admin/stations", adminToken, `{"id":"../etc","slots":4}`, 400, "invalid_field"},
+		{"reserved station id", "POST", "/api/admin/stations", adminToken, `{"id":"inline","slots":4}`, 400, "invalid_field"},
 		{"zero slots", "POST", "/api/admin/stations", adminToken, `{"id":"s2","slots":0}`, 400, "invalid_field"},
 		{"negative slots", "POST", "/api/admin/stations", adminToken, `{"id":"s2","slots":-3}`, 400, "invalid_field"},
 		{"huge slots", "POST", "/api/admin/stations", adminToken, `{"id":"s2","slots":1e12}`, 400, "invalid_field"},

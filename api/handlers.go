@@ -267,6 +267,9 @@ func (a *API) createStation(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch {
+	case req.ID == "inline":
+		a.fail(w, r, errorf(http.StatusBadRequest, "invalid_field", `station id "inline" is reserved for the server's own MQTT client`))
+		return
 	case req.Slots < 1 || req.Slots > wire.MaxSlots:
 		a.fail(w, r, errorf(http.StatusBadRequest, "invalid_field", "slots must be from 1 to %d", wire.MaxSlots))
 		return

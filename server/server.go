@@ -96,7 +96,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		Logger:     log.With("part", "broker"),
 	}, st)
 	if err != nil {
-		return fail(fmt.Errorf("broker: %w", err))
+		return fail(err)
 	}
 	s.bridge, err = bridge.New(bridge.Config{
 		ReadySoC:         cfg.Domain.ReadySoC,
@@ -289,7 +289,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		if s.broker != nil {
 			if err := s.broker.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("broker: %w", err))
+				errs = append(errs, err)
 			}
 		}
 		if s.bridge != nil {
