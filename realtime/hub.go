@@ -169,6 +169,27 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	return ctx.Err()
 }
 
+// DisconnectAll closes every open WebSocket with code and reason (for
+// example 1012, service restart, before maintenance) and returns how many
+// it closed. Unlike Shutdown, the hub keeps accepting connections, so
+// clients reconnect and resume with since. It does not block on clients.
+func (h *Hub) DisconnectAll(code int, reason string) int {
+	h.mu.RLock()
+	open := make([]*client, 0, len(h.clients))
+	for c := range h.clients {
+		open = append(open, c)
+	}
+	h.mu.RUnlock()
+	n := 0
+	for _, c := range open {
+		if c.open() {
+			c.close(code, reason)
+			n++
+		}
+	}
+	return n
+}
+
 // admit reserves a connection slot for ip and uid ("" for none), or returns
 // the HTTP status and error code of the refusal.
 func (h *Hub) admit(ip, uid string) (int, string, string) {

@@ -519,6 +519,26 @@ func TestShutdownCloses1001(t *testing.T) {
 	e.hub.Publish(e.append(stationEvent("s1", 1))) // no-op, must not panic
 }
 
+func TestDisconnectAllKeepsAccepting(t *testing.T) {
+	e := newEnv(t, Config{}, store.Options{})
+	c := e.mustDial("/ws/stations/", nil)
+	readMsg(t, c)
+	if n := e.hub.DisconnectAll(websocket.CloseServiceRestart, "maintenance"); n != 1 {
+		t.Fatalf("DisconnectAll closed %d connections, want 1", n)
+	}
+	var err error
+	for err == nil {
+		_, err = tryRead(c, 10*time.Second)
+	}
+	if !websocket.IsCloseError(err, websocket.CloseServiceRestart) {
+		t.Fatalf("got %v, want close 1012", err)
+	}
+	again := e.mustDial("/ws/stations/?since=0", nil)
+	if m := readMsg(t, again); m.Type != "hello" {
+		t.Fatalf("after DisconnectAll a new connection must get hello, got %v", m)
+	}
+}
+
 func TestConnectionLimits(t *testing.T) {
 	e := newEnv(t, Config{MaxConnsPerIP: 3, MaxConnsPerUser: 1}, store.Options{})
 	u := e.mustDial("/ws/notifications/", bearer("tok-u1"))

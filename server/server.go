@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/swapbridge/swapbridge/broker"
 	"github.com/swapbridge/swapbridge/realtime"
 	"github.com/swapbridge/swapbridge/store"
+	"github.com/swapbridge/swapbridge/web"
 )
 
 // Server is a running swapd.
@@ -140,6 +142,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	st.SetCommitListener(s.hub.Publish)
 	s.api.Register(s.mux)
 	s.hub.Register(s.mux)
+	web.Register(s.mux)
 	return s, nil
 }
 
@@ -188,6 +191,13 @@ func (s *Server) HTTPAddr() string {
 		return ""
 	}
 	return s.httpLn.Addr().String()
+}
+
+// DisconnectWebSockets closes every WebSocket connection with close code
+// 1012 (service restart) and the reason; clients reconnect and resume. It
+// returns how many it closed.
+func (s *Server) DisconnectWebSockets(reason string) int {
+	return s.hub.DisconnectAll(websocket.CloseServiceRestart, reason)
 }
 
 // Handler returns the HTTP handler (the mux with every route).
