@@ -1,0 +1,361 @@
+package reliability
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/gorilla/websocket"
+
+	"github.com/swapbridge/swapbridge/client"
+	"github.com/swapbridge/swapbridge/server"
+	"github.com/swapbridge/swapbridge/wire"
+)
+
+// inproc is a whole swapd (server.New) in this process.
+type inproc struct {
+	srv   *server.Server
+	http  string
+	mqtt  string
+	admin *client.Client
+}
+
+func startInproc(t *testing.T, mutate func(*server.Config)) *inproc {
+	t.Helper()
+	cfg := server.Defaults()
+	cfg.DataDir = t.TempDir()
+	cfg.MQTTAddr = "127.0.0.1:0"
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.AdminToken = testAdminToken
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	srv, err := server.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+	base := "http://" + srv.HTTPAddr()
+	return &inproc{srv: srv, http: base, mqtt: srv.MQTTAddr(), admin: client.New(base, testAdminToken)}
+}
+
+// fingerprint is what must not change after bad input: the event log's
+// last seq and every station's view.
+func (p *inproc) fingerprint(t *testing.T) string {
+	t.Helper()
+	views, err := p.srv.Bridge().StationViews()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range views {
+		if views[i], err = p.srv.Bridge().StationView(v.ID); err != nil { // with its slots
+			t.Fatal(err)
+		}
+	}
+	b, _ := json.Marshal(views)
+	return fmt.Sprintf("last_seq=%d %s", p.srv.Store().LastSeq(), b)
+}
+
+// mqttOutcome is what happened to one MQTT attempt.
+type mqttOutcome struct {
+	connErr  error // CONNECT refused
+	pubErr   error // publish not acknowledged
+	subCodes []byte
+	closed   bool // the server closed the connection
+}
+
+// tryMQTT connects as (clientID, user, pass) with MQTT 3.1.1 and runs fn.
+func tryMQTT(t *testing.T, addr, clientID, user, pass string, will func(*paho.ClientOptions), fn func(c paho.Client, o *mqttOutcome)) mqttOutcome {
+	t.Helper()
+	var out mqttOutcome
+	lost := make(chan struct{})
+	o := paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(clientID).SetUsername(user).SetPassword(pass).
+		SetProtocolVersion(4).SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).
+		SetConnectTimeout(5 * time.Second).SetWriteTimeout(5 * time.Second).
+		SetConnectionLostHandler(func(paho.Client, error) { close(lost) })
+	if will != nil {
+		will(o)
+	}
+	c := paho.NewClient(o)
+	tok := c.Connect()
+	if !tok.WaitTimeout(10 * time.Second) {
+		t.Fatal("connect timed out")
+	}
+	if out.connErr = tok.Error(); out.connErr != nil {
+		return out
+	}
+	defer c.Disconnect(0)
+	if fn != nil {
+		fn(c, &out)
+	}
+	select {
+	case <-lost:
+		out.closed = true
+	default:
+	}
+	return out
+}
+
+// publishWait publishes at QoS 1 and reports whether a PUBACK came, or
+// the connection was closed instead.
+func publishWait(c paho.Client, topic string, payload []byte) error {
+	tok := c.Publish(topic, 1, false, payload)
+	if !tok.WaitTimeout(5 * time.Second) {
+		return errNoAck
+	}
+	if err := tok.Error(); err != nil {
+		return err
+	}
+	if !c.IsConnectionOpen() {
+		return errNoAck
+	}
+	return nil
+}
+
+var errNoAck = &noAckError{}
+
+type noAckError struct{}
+
+func (*noAckError) Error() string { return "not acknowledged: the server closed the connection" }
+
+// TestBadInputChangesNothing sends malformed, out-of-range, oversize,
+// spoofed and unauthenticated input over MQTT, WebSocket and HTTP (with
+// credentials of one protocol tried on another). Each is refused with a
+// clear signal and leaves the event log and every station view unchanged.
+func TestBadInputChangesNothing(t *testing.T) {
+	p := startInproc(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	secrets := provision(t, p.admin, 4, "S1", "S2")
+	u1, err := p.admin.CreateUser(ctx, "rider-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u2, err := p.admin.CreateUser(ctx, "rider-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// S1 is online with four swappable batteries; rider-2 holds a booking.
+	s1 := startAckingStation(t, p.mqtt, "S1", secrets["S1"], "boot-1", 1, 4, true)
+	waitAvailable(t, p.admin, "S1", 4)
+	bk, err := client.New(p.http, u2.Token).Book(ctx, "S1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, client.New(p.http, u2.Token), bk.ID, wire.BookingStatusReady)
+	s1.close()
+
+	tel := func(seq uint64, slot int, soc float64) []byte {
+		b := "B-new"
+		t := wire.Telemetry{BootID: "boot-1", Seq: seq, TS: time.Now().UTC(), Slots: []wire.Slot{{Slot: slot, BatteryID: &b, SoC: soc, SoH: 95, TempC: 25, Door: wire.DoorClosed, Locked: true}}}
+		out, _ := json.Marshal(t)
+		return out
+	}
+	s1tel := wire.Topic("S1", wire.KindTelemetry)
+	good := func(c paho.Client, o *mqttOutcome) {}
+	pub := func(topic string, payload []byte) func(paho.Client, *mqttOutcome) {
+		return func(c paho.Client, o *mqttOutcome) { o.pubErr = publishWait(c, topic, payload) }
+	}
+	type mqttCase struct {
+		name           string
+		id, user, pass string
+		will           func(*paho.ClientOptions)
+		fn             func(paho.Client, *mqttOutcome)
+		want           string // "refused", "noack", "subfail"
+	}
+	s1p := secrets["S1"]
+	cases := []mqttCase{
+		{"malformed JSON", "S1", "S1", s1p, nil, pub(s1tel, []byte(`{"boot_id":"boot-1","seq":`)), "noack"},
+		{"wrong types", "S1", "S1", s1p, nil, pub(s1tel, []byte(`{"boot_id":"boot-1","seq":"two","slots":"all"}`)), "noack"},
+		{"huge seq", "S1", "S1", s1p, nil, pub(s1tel, []byte(`{"boot_id":"boot-1","seq":1e30,"slots":[]}`)), "noack"},
+		{"huge soc", "S1", "S1", s1p, nil, pub(s1tel, bytes.Replace(tel(50, 1, 1), []byte(`"soc":1`), []byte(`"soc":1e308`), 1)), "noack"},
+		{"negative slot", "S1", "S1", s1p, nil, pub(s1tel, tel(50, -1, 50)), "noack"},
+		{"slot beyond the station", "S1", "S1", s1p, nil, pub(s1tel, tel(50, 5, 50)), "noack"},
+		{"not an object", "S1", "S1", s1p, nil, pub(s1tel, []byte(`[1,2,3]`)), "noack"},
+		{"invalid UTF-8", "S1", "S1", s1p, nil, pub(s1tel, []byte("\xff\xfe\xfd")), "noack"},
+		{"oversize payload", "S1", "S1", s1p, nil, pub(s1tel, bytes.Repeat([]byte("x"), wire.MaxPayload+1)), "noack"},
+		{"spoofed telemetry of S2", "S1", "S1", s1p, nil, pub(wire.Topic("S2", wire.KindTelemetry), tel(1, 1, 50)), "noack"},
+		{"publish to own cmd", "S1", "S1", s1p, nil, pub(wire.Topic("S1", wire.KindCmd), []byte(`{"id":"x","action":"unlock","slot":1}`)), "noack"},
+		{"publish outside the tree", "S1", "S1", s1p, nil, pub("swap/v1/admin", []byte(`{}`)), "noack"},
+		{"bad status", "S1", "S1", s1p, nil, pub(wire.Topic("S1", wire.KindStatus), []byte(`{"online":true}`)), "noack"},
+		{"bad ack", "S1", "S1", s1p, nil, pub(wire.Topic("S1", wire.KindAck), []byte(`{"ok":"yes"}`)), "noack"},
+		{"subscribe to S2's cmd", "S1", "S1", s1p, nil, func(c paho.Client, o *mqttOutcome) {
+			tok := c.Subscribe(wire.Topic("S2", wire.KindCmd), 1, nil)
+			tok.WaitTimeout(5 * time.Second)
+			o.subCodes = []byte{tok.(*paho.SubscribeToken).Result()[wire.Topic("S2", wire.KindCmd)]}
+		}, "subfail"},
+		{"subscribe to everything", "S1", "S1", s1p, nil, func(c paho.Client, o *mqttOutcome) {
+			tok := c.Subscribe("#", 1, nil)
+			tok.WaitTimeout(5 * time.Second)
+			o.subCodes = []byte{tok.(*paho.SubscribeToken).Result()["#"]}
+		}, "subfail"},
+		{"wrong secret", "S1", "S1", "not-the-secret", nil, good, "refused"},
+		{"S2's secret for S1", "S1", "S1", secrets["S2"], nil, good, "refused"},
+		{"unknown station", "S9", "S9", s1p, nil, good, "refused"},
+		{"client id differs from username", "S2", "S1", s1p, nil, good, "refused"},
+		{"empty password", "S1", "S1", "", nil, good, "refused"},
+		{"invalid station id", "S 1", "S 1", s1p, nil, good, "refused"},
+		{"admin token as station secret", "S1", "S1", testAdminToken, nil, good, "refused"},
+		{"user token as station secret", "S1", "S1", u1.Token, nil, good, "refused"},
+		{"Will on S2's topic", "S1", "S1", s1p, func(o *paho.ClientOptions) {
+			o.SetWill(wire.Topic("S2", wire.KindStatus), `{"online":false,"boot_id":"x"}`, 1, true)
+		}, good, "refused"},
+	}
+	before := p.fingerprint(t)
+	for _, tc := range cases {
+		t.Run("mqtt/"+tc.name, func(t *testing.T) {
+			out := tryMQTT(t, p.mqtt, tc.id, tc.user, tc.pass, tc.will, tc.fn)
+			switch tc.want {
+			case "refused":
+				if out.connErr == nil || !strings.Contains(strings.ToLower(out.connErr.Error()), "not authorized") {
+					t.Errorf("CONNECT: err %v, want a refusal (not authorized)", out.connErr)
+				}
+			case "noack":
+				if out.connErr != nil {
+					t.Fatalf("connect: %v", out.connErr)
+				}
+				if out.pubErr == nil {
+					t.Errorf("publish was acknowledged; want no PUBACK and a closed connection")
+				}
+			case "subfail":
+				if out.connErr != nil {
+					t.Fatalf("connect: %v", out.connErr)
+				}
+				if len(out.subCodes) != 1 || out.subCodes[0] < 0x80 {
+					t.Errorf("SUBACK codes %v, want failure 0x80", out.subCodes)
+				}
+			}
+			if got := p.fingerprint(t); got != before {
+				t.Errorf("state changed:\nbefore %s\nafter  %s", before, got)
+			}
+		})
+	}
+
+	// WebSocket: refused before the upgrade with the right status.
+	wsBase := "ws" + strings.TrimPrefix(p.http, "http")
+	for _, c := range []struct {
+		name, path string
+		header     http.Header
+		status     int
+	}{
+		{"unknown station", "/ws/stations/NOPE/", nil, http.StatusNotFound},
+		{"invalid station id", "/ws/stations/-x/", nil, 0},
+		{"notifications without token", "/ws/notifications/", nil, http.StatusUnauthorized},
+		{"notifications with a bad token", "/ws/notifications/?token=nope", nil, http.StatusUnauthorized},
+		{"notifications with the admin token", "/ws/notifications/", http.Header{"Authorization": {"Bearer " + testAdminToken}}, http.StatusUnauthorized},
+		{"notifications with a station secret", "/ws/notifications/?token=" + secrets["S1"], nil, http.StatusUnauthorized},
+		{"garbage since", "/ws/stations/?since=abc", nil, http.StatusBadRequest},
+		{"foreign origin", "/ws/stations/", http.Header{"Origin": {"https://evil.example"}}, http.StatusForbidden},
+	} {
+		t.Run("ws/"+c.name, func(t *testing.T) {
+			conn, resp, err := websocket.DefaultDialer.Dial(wsBase+c.path, c.header)
+			if err == nil {
+				conn.Close()
+				t.Fatalf("upgrade succeeded; want a refusal")
+			}
+			if resp == nil {
+				t.Fatalf("no HTTP answer: %v", err)
+			}
+			if c.status != 0 && resp.StatusCode != c.status {
+				t.Errorf("status %d, want %d", resp.StatusCode, c.status)
+			}
+			if resp.StatusCode < 400 || resp.StatusCode >= 500 {
+				t.Errorf("status %d, want a 4xx", resp.StatusCode)
+			}
+			if got := p.fingerprint(t); got != before {
+				t.Errorf("state changed")
+			}
+		})
+	}
+
+	// WebSocket: garbage frames get an error message; the connection stays
+	// up and still answers a ping.
+	t.Run("ws/garbage frames", func(t *testing.T) {
+		conn, _, err := websocket.DefaultDialer.Dial(wsBase+"/ws/notifications/?token="+u1.Token, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		var hello map[string]any
+		if err := conn.ReadJSON(&hello); err != nil || hello["type"] != wire.TypeHello {
+			t.Fatalf("hello: %v %v", hello, err)
+		}
+		for _, m := range []string{`not json`, `{"type":"subscribe","channel":"user:rider-2"}`, `{"type":42}`, `[]`, `{"type":"ping"`, strings.Repeat("[", 5000), `{"type":"` + strings.Repeat("x", 3000) + `"}`} {
+			if err := conn.WriteMessage(websocket.TextMessage, []byte(m)); err != nil {
+				t.Fatal(err)
+			}
+			var e wire.ErrorMsg
+			if err := conn.ReadJSON(&e); err != nil {
+				t.Fatalf("after %.30q: %v", m, err)
+			}
+			if e.Type != wire.TypeError || e.Code == "" || e.Message == "" {
+				t.Errorf("after %.30q: got %+v, want an error message", m, e)
+			}
+		}
+		conn.WriteMessage(websocket.TextMessage, []byte(`{"type":"ping"}`))
+		var pong wire.Pong
+		if err := conn.ReadJSON(&pong); err != nil || pong.Type != wire.TypePong {
+			t.Errorf("ping after garbage: %+v %v", pong, err)
+		}
+		if got := p.fingerprint(t); got != before {
+			t.Errorf("state changed")
+		}
+	})
+
+	// HTTP, across protocols: credentials of one kind are worth nothing
+	// elsewhere; someone else's or an unknown booking is not found.
+	t.Run("http/cross-protocol", func(t *testing.T) {
+		for _, c := range []struct {
+			name, token, method, path string
+			status                    int
+		}{
+			{"station secret as admin token", secrets["S1"], "POST", "/api/admin/users", 401},
+			{"station secret as user token", secrets["S1"], "POST", "/api/bookings", 401},
+			{"user token on admin API", u1.Token, "POST", "/api/admin/users", 401},
+			{"admin token as user token", testAdminToken, "POST", "/api/bookings", 401},
+			{"foreign booking", u1.Token, "GET", "/api/bookings/" + bk.ID, 404},
+			{"cancel a foreign booking", u1.Token, "POST", "/api/bookings/" + bk.ID + "/cancel", 404},
+			{"collect a foreign booking", u1.Token, "POST", "/api/bookings/" + bk.ID + "/collect", 404},
+			{"unknown booking", u2.Token, "POST", "/api/bookings/b-does-not-exist/cancel", 404},
+			{"revoked-looking token", u2.Token + "x", "GET", "/api/bookings", 401},
+		} {
+			body := `{"id":"evil","station_id":"S1"}`
+			req, _ := http.NewRequest(c.method, p.http+c.path, strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+c.token)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var eb wire.ErrorBody
+			json.NewDecoder(resp.Body).Decode(&eb)
+			resp.Body.Close()
+			if resp.StatusCode != c.status || eb.Error.Code == "" {
+				t.Errorf("%s: %d %+v, want %d with an error body", c.name, resp.StatusCode, eb, c.status)
+			}
+			if got := p.fingerprint(t); got != before {
+				t.Errorf("%s: state changed", c.name)
+			}
+		}
+	})
+
+	// The server still works for the real station after all of it.
+	ok := tryMQTT(t, p.mqtt, "S1", "S1", s1p, nil, pub(s1tel, tel(2, 1, 50)))
+	if ok.connErr != nil || ok.pubErr != nil {
+		t.Errorf("a good telemetry after the bad input: %v %v", ok.connErr, ok.pubErr)
+	}
+}
