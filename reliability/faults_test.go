@@ -56,7 +56,7 @@ func (d *countingDriver) counts(n int) (reserves, unlocks int) {
 // runAgent runs an agent until the test ends.
 func runAgent(t *testing.T, cfg stationagent.Config, drv stationagent.Driver) *stationagent.Agent {
 	t.Helper()
-	a, err := stationagent.New(cfg, stationagent.WithDriver(drv), stationagent.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	a, err := stationagent.New(cfg, stationagent.WithDriver(drv), stationagent.WithLogger(quietLogger()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,3 +232,5 @@ func TestNetworkFaults(t *testing.T) {
 	t.Logf("network faults: %d connections, %d dropped, %d cut; %d telemetry seqs accepted, %d redelivered (no effect), 0 lost; %d agent connects; %d bookings, each reserve executed once",
 		ps.Accepted, ps.Dropped, ps.Cuts, max, redel, st.Connects, len(bookings))
 }
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
