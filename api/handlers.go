@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"math"
@@ -123,46 +124,34 @@ func (a *API) bookingID(r *http.Request) (string, *apiError) {
 	return id, nil
 }
 
-func (a *API) getBooking(w http.ResponseWriter, r *http.Request) {
-	id, aerr := a.bookingID(r)
-	if aerr != nil {
-		a.fail(w, r, aerr)
-		return
+// bookingOp serves GET /api/bookings/{id} and its cancel and collect
+// actions: op gets the authenticated user and the booking id.
+func (a *API) bookingOp(op func(ctx context.Context, userID, bookingID string) (wire.Booking, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, aerr := a.bookingID(r)
+		if aerr != nil {
+			a.fail(w, r, aerr)
+			return
+		}
+		b, err := op(r.Context(), userFrom(r), id)
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, b)
 	}
-	b, err := a.bridge.Booking(userFrom(r), id)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, b)
 }
 
-func (a *API) cancelBooking(w http.ResponseWriter, r *http.Request) {
-	id, aerr := a.bookingID(r)
-	if aerr != nil {
-		a.fail(w, r, aerr)
-		return
-	}
-	b, err := a.bridge.Cancel(r.Context(), userFrom(r), id)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, b)
+func (a *API) getBooking(ctx context.Context, userID, bookingID string) (wire.Booking, error) {
+	return a.bridge.Booking(userID, bookingID)
 }
 
-func (a *API) collectBooking(w http.ResponseWriter, r *http.Request) {
-	id, aerr := a.bookingID(r)
-	if aerr != nil {
-		a.fail(w, r, aerr)
-		return
-	}
-	b, err := a.bridge.Collect(r.Context(), userFrom(r), id)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, b)
+func (a *API) cancelBooking(ctx context.Context, userID, bookingID string) (wire.Booking, error) {
+	return a.bridge.Cancel(ctx, userID, bookingID)
+}
+
+func (a *API) collectBooking(ctx context.Context, userID, bookingID string) (wire.Booking, error) {
+	return a.bridge.Collect(ctx, userID, bookingID)
 }
 
 // eventsPage is the body of GET /api/events.
