@@ -34,6 +34,7 @@ type Config struct {
 	Events    EventsConfig    `yaml:"events"`
 	WebSocket WebSocketConfig `yaml:"websocket"`
 	HTTP      HTTPConfig      `yaml:"http"`
+	Limits    LimitsConfig    `yaml:"limits"`
 
 	Demo DemoConfig `yaml:"demo"`
 }
@@ -86,6 +87,20 @@ type HTTPConfig struct {
 	CORSOrigins []string `yaml:"cors_origins"` // SWAPD_CORS_ORIGINS (comma-separated)
 }
 
+// LimitsConfig bounds what clients may do (see docs/RELIABILITY.md).
+type LimitsConfig struct {
+	// MQTTMaxClients bounds concurrent MQTT connections
+	// (SWAPD_MQTT_MAX_CLIENTS; default 10000).
+	MQTTMaxClients int `yaml:"mqtt_max_clients"`
+	// HTTPRate is the sustained HTTP requests per second of one client
+	// address, WebSocket upgrades included (SWAPD_HTTP_RATE_LIMIT; default
+	// 100; negative turns the limit off). Over it: 429 with Retry-After.
+	HTTPRate float64 `yaml:"http_rate"`
+	// HTTPBurst is how many requests one address may make at once
+	// (SWAPD_HTTP_RATE_BURST; default 400).
+	HTTPBurst int `yaml:"http_burst"`
+}
+
 // DemoConfig configures --demo.
 type DemoConfig struct {
 	Enabled  bool `yaml:"enabled"`  // --demo
@@ -128,6 +143,7 @@ func Defaults() Config {
 			CommandTimeout:   Duration(2 * time.Minute),
 		},
 		Events: EventsConfig{RetentionAge: Duration(7 * 24 * time.Hour), RetentionEvents: 1_000_000},
+		Limits: LimitsConfig{MQTTMaxClients: 10000, HTTPRate: 100, HTTPBurst: 400},
 		Demo:   DemoConfig{Stations: 6},
 	}
 }
@@ -206,6 +222,9 @@ func ApplyEnv(cfg *Config, getenv func(string) string) error {
 	dur("SWAPD_COMMAND_TIMEOUT", &cfg.Domain.CommandTimeout)
 	dur("SWAPD_EVENTS_RETENTION_AGE", &cfg.Events.RetentionAge)
 	integer("SWAPD_EVENTS_RETENTION_EVENTS", &cfg.Events.RetentionEvents)
+	integer("SWAPD_MQTT_MAX_CLIENTS", &cfg.Limits.MQTTMaxClients)
+	num("SWAPD_HTTP_RATE_LIMIT", &cfg.Limits.HTTPRate)
+	integer("SWAPD_HTTP_RATE_BURST", &cfg.Limits.HTTPBurst)
 	if v := getenv("SWAPD_CORS_ORIGINS"); v != "" {
 		cfg.HTTP.CORSOrigins = splitList(v)
 	}
@@ -332,6 +351,9 @@ func (c *Config) Validate() error {
 	}
 	if d.ChargeWait < 0 || d.OfflineFail < 0 || d.CommandRetry < 0 || d.CommandTimeout < 0 {
 		errs = append(errs, errors.New("domain.charge_wait, offline_fail, command_retry and command_timeout must not be negative (0: default)"))
+	}
+	if c.Limits.MQTTMaxClients < 0 || c.Limits.HTTPBurst < 0 {
+		errs = append(errs, errors.New("limits.mqtt_max_clients and limits.http_burst must not be negative (0: default)"))
 	}
 	if c.Demo.Enabled && (c.Demo.Stations < 1 || c.Demo.Stations > 200) {
 		errs = append(errs, errors.New("demo.stations must be from 1 to 200"))

@@ -47,3 +47,28 @@ func TestConfigCommandAndBookingTimeouts(t *testing.T) {
 		t.Errorf("bad duration: err %v", err)
 	}
 }
+
+func TestConfigLimits(t *testing.T) {
+	def := Defaults().Limits
+	if def.MQTTMaxClients != 10000 || def.HTTPRate != 100 || def.HTTPBurst != 400 {
+		t.Errorf("limit defaults %+v", def)
+	}
+	file := filepath.Join(t.TempDir(), "swapd.yaml")
+	os.WriteFile(file, []byte("limits:\n  mqtt_max_clients: 50\n  http_rate: 5\n"), 0o600)
+	f := NewFlags("swapd", io.Discard)
+	if err := f.Parse([]string{"--config", file}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(f, envMap(map[string]string{"SWAPD_HTTP_RATE_LIMIT": "-1", "SWAPD_HTTP_RATE_BURST": "9"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := cfg.Limits; l.MQTTMaxClients != 50 || l.HTTPRate != -1 || l.HTTPBurst != 9 {
+		t.Errorf("limits %+v, want 50 from the file, -1 and 9 from the environment", l)
+	}
+	f = NewFlags("swapd", io.Discard)
+	f.Parse(nil)
+	if _, err := Load(f, envMap(map[string]string{"SWAPD_MQTT_MAX_CLIENTS": "-5"})); err == nil || !strings.Contains(err.Error(), "mqtt_max_clients") {
+		t.Errorf("negative max clients: %v", err)
+	}
+}

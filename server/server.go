@@ -41,6 +41,7 @@ type Server struct {
 	adminToken     string
 	adminTokenPath string
 
+	limiter *api.IPLimiter
 	httpSrv *http.Server
 	httpLn  net.Listener
 	httpErr chan error
@@ -94,6 +95,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		TLSAddr:    cfg.MQTTTLS.Addr,
 		CertFile:   cfg.MQTTTLS.CertFile,
 		KeyFile:    cfg.MQTTTLS.KeyFile,
+		MaxClients: cfg.Limits.MQTTMaxClients,
 		NotFound:   store.ErrNotFound,
 		Registerer: s.reg,
 		Logger:     log.With("part", "broker"),
@@ -139,6 +141,10 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}, st, s.bridge, s.api)
 	if err != nil {
 		return fail(fmt.Errorf("websocket: %w", err))
+	}
+	s.limiter, err = api.NewIPLimiter(api.RateLimit{Rate: cfg.Limits.HTTPRate, Burst: cfg.Limits.HTTPBurst, Registerer: s.reg})
+	if err != nil {
+		return fail(fmt.Errorf("http rate limit: %w", err))
 	}
 	st.SetCommitListener(s.hub.Publish)
 	s.api.Register(s.mux)
@@ -201,7 +207,8 @@ func (s *Server) DisconnectWebSockets(reason string) int {
 	return s.hub.DisconnectAll(websocket.CloseServiceRestart, reason)
 }
 
-// Handler returns the HTTP handler (the mux with every route).
+// Handler returns the HTTP handler (the mux with every route), without the
+// per-address rate limit that the listener applies in front of it.
 func (s *Server) Handler() http.Handler { return s.mux }
 
 func (s *Server) ready() error {
@@ -231,7 +238,7 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("mqtt listener %s: %w", s.cfg.MQTTAddr, unwrapOp(err))
 	}
 	s.httpSrv = &http.Server{
-		Handler:           s.mux,
+		Handler:           s.limiter.Wrap(s.mux),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      30 * time.Second,

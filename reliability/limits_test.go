@@ -1,0 +1,88 @@
+package reliability
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/swapbridge/swapbridge/server"
+	"github.com/swapbridge/swapbridge/wire"
+)
+
+// TestHTTPAndWebSocketPerAddressLimit: past the burst, one address gets
+// 429 with Retry-After on the API and on WebSocket upgrades, and the
+// refused requests change nothing.
+func TestHTTPAndWebSocketPerAddressLimit(t *testing.T) {
+	p := startInproc(t, func(c *server.Config) {
+		c.Limits.HTTPRate = 0.5 // one token per two seconds: no refill during the test
+		c.Limits.HTTPBurst = 6
+	})
+	provision(t, p.admin, 2, "RL-1") // 1 request
+	before := p.fingerprint(t)
+	codes := []int{}
+	for range 4 {
+		resp, err := http.Get(p.http + "/api/stations")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		codes = append(codes, resp.StatusCode)
+	}
+	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(p.http, "http")+"/ws/stations/", nil)
+	if err != nil {
+		t.Fatalf("WebSocket within the burst: %v", err)
+	}
+	ws.Close()
+	// The burst of 6 is spent: API calls and upgrades are refused.
+	resp, err := http.Post(p.http+"/api/admin/users", "application/json", strings.NewReader(`{"id":"x"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("request past the burst: %d Retry-After %q, want 429 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	_, wresp, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(p.http, "http")+"/ws/stations/", nil)
+	if err == nil || wresp == nil || wresp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("WebSocket upgrade past the burst: %v, want 429", err)
+	}
+	for i, c := range codes {
+		if c != http.StatusOK {
+			t.Errorf("request %d within the burst: %d", i+2, c)
+		}
+	}
+	if p.fingerprint(t) != before {
+		t.Error("refused requests changed the state")
+	}
+}
+
+// TestMQTTMaxClients: with limits.mqtt_max_clients connections open, the
+// next station is refused with "server unavailable" until one leaves.
+func TestMQTTMaxClients(t *testing.T) {
+	p := startInproc(t, func(c *server.Config) { c.Limits.MQTTMaxClients = 2 })
+	secrets := provision(t, p.admin, 2, "MC-1", "MC-2", "MC-3")
+	s1, err := dialStation(p.mqtt, "MC-1", secrets["MC-1"], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s1.close()
+	s2, err := dialStation(p.mqtt, "MC-2", secrets["MC-2"], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dialStation(p.mqtt, "MC-3", secrets["MC-3"], nil); err == nil || !strings.Contains(strings.ToLower(err.Error()), "unavailable") {
+		t.Fatalf("third connection: %v, want server unavailable", err)
+	}
+	s2.close()
+	waitUntil(t, 10*time.Second, "a free connection slot", func() bool {
+		s3, err := dialStation(p.mqtt, "MC-3", secrets["MC-3"], nil)
+		if err != nil {
+			return false
+		}
+		defer s3.close()
+		return s3.publish(wire.KindStatus, []byte(`{"online":true,"boot_id":"b"}`), true) == nil
+	})
+}
