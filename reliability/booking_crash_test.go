@@ -138,7 +138,11 @@ func TestCrashMidBooking(t *testing.T) {
 	if rel.Slot != b2.Slot {
 		t.Errorf("release of slot %d, want %d", rel.Slot, b2.Slot)
 	}
-	// The silent station: the reserve times out and fails the booking.
+	// The silent station: the reserve is resent after the restart, never
+	// acknowledged, times out and fails the booking.
+	if r := silent.nextCmd(t, wire.ActionReserve); r.BookingID != b1.ID {
+		t.Errorf("resent reserve for booking %q, want %q", r.BookingID, b1.ID)
+	}
 	waitStatus(t, user, b1.ID, wire.BookingStatusFailed)
 
 	for _, sid := range []string{"BK-silent", "BK-acking"} {

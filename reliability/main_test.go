@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -217,10 +216,4 @@ func poll(d time.Duration, cond func() bool) bool {
 		<-tick.C
 	}
 	return true
-}
-
-// firstLine returns the first line of s, for messages.
-func firstLine(s string) string {
-	s, _, _ = strings.Cut(s, "\n")
-	return s
 }
