@@ -84,6 +84,28 @@ type Config struct {
 	// that a storm of connects with unknown ids does not reach the store.
 	// 0 → DefaultNegativeCacheTTL; negative disables the negative cache.
 	NegativeCacheTTL time.Duration
+	// AuthFailures is how many failed CONNECTs one remote address may make
+	// within AuthFailWindow: each failure is answered AuthDelay × (failures
+	// so far) late (at most 1s), and the AuthFailures-th blocks the address
+	// for AuthBlock: every CONNECT from it is refused at once (reason
+	// too_many_failures), whatever its credentials. Zero values mean
+	// DefaultAuthFailures, DefaultAuthFailWindow, DefaultAuthBlock and
+	// DefaultAuthDelay; a negative AuthFailures turns the limit off, a
+	// negative AuthDelay the slowdown.
+	AuthFailures              int
+	AuthFailWindow, AuthBlock time.Duration
+	AuthDelay                 time.Duration
+	// PublishRate bounds each station's publishes per second, PublishBurst
+	// how many it may send at once. A publish over the rate waits for its
+	// turn (slowing the station down) up to PublishWait; a publish that
+	// would wait longer closes the connection without PUBACK (MQTT 5:
+	// DISCONNECT 0x96), and the station resends after reconnecting. Zero
+	// values mean DefaultPublishRate, DefaultPublishBurst and
+	// DefaultPublishWait; a negative PublishRate turns the limit off.
+	PublishRate  float64
+	PublishBurst int
+	PublishWait  time.Duration
+
 	// NotFound is the error (matched with errors.Is) the Credentials return
 	// for an unknown station, e.g. store.ErrNotFound. Other errors refuse the
 	// connect with reason "store_error" and are not cached. nil: every error
@@ -140,6 +162,10 @@ type Broker struct {
 	started bool
 	closed  bool
 
+	auth *authLimiter  // nil: no login limit
+	pubs *pubLimiter   // nil: no publish rate limit
+	quit chan struct{} // closed by Close; ends limiter waits
+
 	closing   atomic.Bool
 	closeOnce sync.Once
 }
@@ -178,6 +204,9 @@ func New(cfg Config, creds Credentials) (*Broker, error) {
 		m:        m,
 		creds:    newCredCache(creds, cfg.NotFound, cfg.NegativeCacheTTL),
 		sessions: make(map[string]*mqtt.Client),
+		auth:     newAuthLimiter(cfg.AuthFailures, cfg.AuthFailWindow, cfg.AuthBlock, cfg.AuthDelay),
+		pubs:     newPubLimiter(cfg.PublishRate, cfg.PublishBurst, cfg.PublishWait),
+		quit:     make(chan struct{}),
 	}
 	b.srv = mqtt.New(&mqtt.Options{
 		Capabilities:           caps,
@@ -245,6 +274,27 @@ func (c *Config) fill() error {
 	}
 	if c.NegativeCacheTTL == 0 {
 		c.NegativeCacheTTL = DefaultNegativeCacheTTL
+	}
+	if c.AuthFailures == 0 {
+		c.AuthFailures = DefaultAuthFailures
+	}
+	if c.AuthFailWindow <= 0 {
+		c.AuthFailWindow = DefaultAuthFailWindow
+	}
+	if c.AuthBlock <= 0 {
+		c.AuthBlock = DefaultAuthBlock
+	}
+	if c.AuthDelay == 0 {
+		c.AuthDelay = DefaultAuthDelay
+	}
+	if c.PublishRate == 0 {
+		c.PublishRate = DefaultPublishRate
+	}
+	if c.PublishBurst <= 0 {
+		c.PublishBurst = DefaultPublishBurst
+	}
+	if c.PublishWait <= 0 {
+		c.PublishWait = DefaultPublishWait
 	}
 	if c.TLSAddr != "" && (c.CertFile == "" || c.KeyFile == "") {
 		return errors.New("broker: TLS listener needs a certificate file and a key file")
@@ -379,6 +429,7 @@ func (b *Broker) Connected(sid string) bool {
 func (b *Broker) Close() error {
 	b.closeOnce.Do(func() {
 		b.closing.Store(true)
+		close(b.quit) // hooks waiting in a limiter return at once
 		b.stateMu.Lock()
 		b.closed = true
 		b.stateMu.Unlock()
@@ -391,6 +442,19 @@ func (b *Broker) Close() error {
 		b.mu.Unlock()
 	})
 	return nil
+}
+
+// pause waits d, or less when the broker is closing.
+func (b *Broker) pause(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-b.quit:
+	}
 }
 
 // stripe returns the lock that serialises sid's session reports.

@@ -17,6 +17,11 @@
 //   - finite limits: packet size (64 KiB payload plus header room), inbound
 //     and outbound QoS windows, pending writes per client, keepalive, session
 //     and message expiry, connection count and a deadline for the CONNECT;
+//   - abuse limits: failed CONNECTs from one remote address are answered
+//     more and more slowly and, past Config.AuthFailures within a window,
+//     every CONNECT from that address is refused for a while
+//     (too_many_failures); each station's publishes are held to
+//     Config.PublishRate by making them wait their turn;
 //   - Prometheus counters for refused connects (by reason), denied
 //     publishes and subscribes, oversized packets and handler failures, and a
 //     gauge of connected stations.
@@ -62,7 +67,9 @@
 // # Blocking
 //
 // Start binds the listeners and returns; connections are served in the
-// background. Close stops the listeners, disconnects every client and waits
+// background. The abuse limits block only the connection concerned: a
+// refused CONNECT may be held back up to 1s, and a station's publish may
+// wait up to Config.PublishWait for its turn; Close ends those waits. Close stops the listeners, disconnects every client and waits
 // for all connection goroutines, including running Handler calls; once Close
 // has begun no further Will or StationDisconnected is reported, and after it
 // returns no Handler method runs. SendToStation does not block on the

@@ -3,6 +3,7 @@ package broker
 import (
 	"errors"
 	"sync/atomic"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -44,6 +45,12 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 // refusal makes mochi answer with CONNACK "bad username or password" (MQTT
 // 5, 0x86) or "not authorized" (MQTT 3.1.1, 5).
 func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	host := remoteHost(cl.Net.Remote)
+	if h.b.auth.blocked(host, time.Now()) {
+		h.b.m.refused[ReasonTooManyFailures].Inc()
+		h.b.log.Debug("mqtt connect refused", "client", cl.ID, "remote", cl.Net.Remote, "reason", ReasonTooManyFailures)
+		return false
+	}
 	reason, err := h.b.creds.authenticate(cl.ID, pk.Connect.Username, pk.Connect.Password, pk.Connect.PasswordFlag)
 	if reason == "" && pk.Connect.WillFlag &&
 		(!allowed(cl.ID, pk.Connect.WillTopic, true) || len(pk.Connect.WillPayload) > wire.MaxPayload) {
@@ -57,6 +64,13 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		h.b.log.Warn("mqtt connect refused", "client", cl.ID, "remote", cl.Net.Remote, "reason", reason, "error", err)
 	} else {
 		h.b.log.Debug("mqtt connect refused", "client", cl.ID, "remote", cl.Net.Remote, "reason", reason) // counted; a storm must not flood the log
+	}
+	if reason != ReasonStoreError && reason != ReasonWillDenied {
+		delay, blocked := h.b.auth.failed(host, time.Now())
+		if blocked {
+			h.b.log.Warn("mqtt logins from an address blocked after repeated failures", "remote", host, "for", h.b.cfg.AuthBlock)
+		}
+		h.b.pause(delay) // slows down guessing; only this connection waits
 	}
 	return false
 }
@@ -106,6 +120,14 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		h.b.log.Info("mqtt payload too large", "client", cl.ID, "topic", pk.TopicName, "bytes", len(pk.Payload))
 		h.b.dropClient(cl, packets.ErrPacketTooLarge)
 		return pk, packets.ErrRejectPacket
+	}
+	if wait, ok := h.b.pubs.reserve(sid, time.Now()); !ok {
+		h.b.m.rateLimited.Inc()
+		h.b.log.Info("station over its publish rate; disconnecting", "station", sid, "rate", h.b.cfg.PublishRate)
+		h.b.dropClient(cl, packets.ErrMessageRateTooHigh)
+		return pk, packets.ErrRejectPacket
+	} else {
+		h.b.pause(wait) // slows this station down; others are not affected
 	}
 	hd := h.b.handler
 	if hd == nil {

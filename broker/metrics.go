@@ -16,12 +16,13 @@ const (
 	ReasonUnknownStation   = "unknown_station"
 	ReasonBadSecret        = "bad_secret"
 	ReasonStoreError       = "store_error"
-	ReasonWillDenied       = "will_denied" // Will topic outside the station's own publish topics, or too large
+	ReasonWillDenied       = "will_denied"       // Will topic outside the station's own publish topics, or too large
+	ReasonTooManyFailures  = "too_many_failures" // the remote address is blocked after repeated failed CONNECTs
 )
 
 var refuseReasons = []string{
 	ReasonClientIDMismatch, ReasonInvalidID, ReasonReservedID, ReasonNoPassword,
-	ReasonUnknownStation, ReasonBadSecret, ReasonStoreError, ReasonWillDenied,
+	ReasonUnknownStation, ReasonBadSecret, ReasonStoreError, ReasonWillDenied, ReasonTooManyFailures,
 }
 
 type metrics struct {
@@ -30,6 +31,7 @@ type metrics struct {
 	subDenied     prometheus.Counter
 	oversized     prometheus.Counter
 	handlerErrors prometheus.Counter
+	rateLimited   prometheus.Counter
 	connected     prometheus.Gauge
 }
 
@@ -59,6 +61,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "swapd", Subsystem: "broker", Name: "handler_errors_total",
 			Help: "Station publishes the handler failed; the publish was not acknowledged and the station disconnected.",
 		}),
+		rateLimited: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "swapd", Subsystem: "broker", Name: "publishes_rate_limited_total",
+			Help: "Station publishes over the per-station rate that could not wait their turn; the station was disconnected without PUBACK.",
+		}),
 		connected: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "swapd", Subsystem: "broker", Name: "stations_connected",
 			Help: "Stations with a live MQTT connection.",
@@ -70,7 +76,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	cs := []prometheus.Collector{refused, m.pubDenied, m.subDenied, m.oversized, m.handlerErrors, m.connected}
+	cs := []prometheus.Collector{refused, m.pubDenied, m.subDenied, m.oversized, m.handlerErrors, m.rateLimited, m.connected}
 	for i, c := range cs {
 		if err := reg.Register(c); err != nil {
 			for _, done := range cs[:i] {
