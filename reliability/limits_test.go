@@ -86,3 +86,28 @@ func TestMQTTMaxClients(t *testing.T) {
 		return s3.publish(wire.KindStatus, []byte(`{"online":true,"boot_id":"b"}`), true) == nil
 	})
 }
+
+// TestMQTTFailedLoginsBlocked: through swapd's config, repeated wrong
+// secrets from one address block it, right secrets included, while the
+// refusals change nothing.
+func TestMQTTFailedLoginsBlocked(t *testing.T) {
+	p := startInproc(t, func(c *server.Config) {
+		c.Limits.MQTTAuthFailures = 3
+		c.Limits.MQTTAuthBlock = server.Duration(time.Minute)
+	})
+	secrets := provision(t, p.admin, 2, "AF-1", "AF-2")
+	before := p.fingerprint(t)
+	for i := range 3 {
+		if _, err := dialStation(p.mqtt, "AF-1", "guess-"+string(rune('a'+i)), nil); err == nil {
+			t.Fatalf("guess %d accepted", i+1)
+		}
+	}
+	for _, sid := range []string{"AF-1", "AF-2"} {
+		if _, err := dialStation(p.mqtt, sid, secrets[sid], nil); err == nil || !strings.Contains(strings.ToLower(err.Error()), "not authorized") {
+			t.Errorf("%s with the right secret from the blocked address: %v, want refused", sid, err)
+		}
+	}
+	if p.fingerprint(t) != before {
+		t.Error("refused logins changed the state")
+	}
+}

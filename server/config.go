@@ -99,6 +99,17 @@ type LimitsConfig struct {
 	// HTTPBurst is how many requests one address may make at once
 	// (SWAPD_HTTP_RATE_BURST; default 400).
 	HTTPBurst int `yaml:"http_burst"`
+	// MQTTPublishRate is each station's sustained publishes per second;
+	// faster publishes wait their turn (SWAPD_MQTT_PUBLISH_RATE; default 50;
+	// negative turns the limit off). MQTTPublishBurst is how many it may
+	// send at once (SWAPD_MQTT_PUBLISH_BURST; default 200).
+	MQTTPublishRate  float64 `yaml:"mqtt_publish_rate"`
+	MQTTPublishBurst int     `yaml:"mqtt_publish_burst"`
+	// MQTTAuthFailures failed CONNECTs from one address within a minute
+	// block that address for MQTTAuthBlock (SWAPD_MQTT_AUTH_FAILURES,
+	// default 10, negative turns it off; SWAPD_MQTT_AUTH_BLOCK, default 5m).
+	MQTTAuthFailures int      `yaml:"mqtt_auth_failures"`
+	MQTTAuthBlock    Duration `yaml:"mqtt_auth_block"`
 }
 
 // DemoConfig configures --demo.
@@ -143,8 +154,11 @@ func Defaults() Config {
 			CommandTimeout:   Duration(2 * time.Minute),
 		},
 		Events: EventsConfig{RetentionAge: Duration(7 * 24 * time.Hour), RetentionEvents: 1_000_000},
-		Limits: LimitsConfig{MQTTMaxClients: 10000, HTTPRate: 100, HTTPBurst: 400},
-		Demo:   DemoConfig{Stations: 6},
+		Limits: LimitsConfig{
+			MQTTMaxClients: 10000, HTTPRate: 100, HTTPBurst: 400,
+			MQTTPublishRate: 50, MQTTPublishBurst: 200, MQTTAuthFailures: 10, MQTTAuthBlock: Duration(5 * time.Minute),
+		},
+		Demo: DemoConfig{Stations: 6},
 	}
 }
 
@@ -225,6 +239,10 @@ func ApplyEnv(cfg *Config, getenv func(string) string) error {
 	integer("SWAPD_MQTT_MAX_CLIENTS", &cfg.Limits.MQTTMaxClients)
 	num("SWAPD_HTTP_RATE_LIMIT", &cfg.Limits.HTTPRate)
 	integer("SWAPD_HTTP_RATE_BURST", &cfg.Limits.HTTPBurst)
+	num("SWAPD_MQTT_PUBLISH_RATE", &cfg.Limits.MQTTPublishRate)
+	integer("SWAPD_MQTT_PUBLISH_BURST", &cfg.Limits.MQTTPublishBurst)
+	integer("SWAPD_MQTT_AUTH_FAILURES", &cfg.Limits.MQTTAuthFailures)
+	dur("SWAPD_MQTT_AUTH_BLOCK", &cfg.Limits.MQTTAuthBlock)
 	if v := getenv("SWAPD_CORS_ORIGINS"); v != "" {
 		cfg.HTTP.CORSOrigins = splitList(v)
 	}
@@ -352,8 +370,8 @@ func (c *Config) Validate() error {
 	if d.ChargeWait < 0 || d.OfflineFail < 0 || d.CommandRetry < 0 || d.CommandTimeout < 0 {
 		errs = append(errs, errors.New("domain.charge_wait, offline_fail, command_retry and command_timeout must not be negative (0: default)"))
 	}
-	if c.Limits.MQTTMaxClients < 0 || c.Limits.HTTPBurst < 0 {
-		errs = append(errs, errors.New("limits.mqtt_max_clients and limits.http_burst must not be negative (0: default)"))
+	if l := c.Limits; l.MQTTMaxClients < 0 || l.HTTPBurst < 0 || l.MQTTPublishBurst < 0 || l.MQTTAuthBlock < 0 {
+		errs = append(errs, errors.New("limits.mqtt_max_clients, http_burst, mqtt_publish_burst and mqtt_auth_block must not be negative (0: default)"))
 	}
 	if c.Demo.Enabled && (c.Demo.Stations < 1 || c.Demo.Stations > 200) {
 		errs = append(errs, errors.New("demo.stations must be from 1 to 200"))

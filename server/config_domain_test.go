@@ -50,7 +50,8 @@ func TestConfigCommandAndBookingTimeouts(t *testing.T) {
 
 func TestConfigLimits(t *testing.T) {
 	def := Defaults().Limits
-	if def.MQTTMaxClients != 10000 || def.HTTPRate != 100 || def.HTTPBurst != 400 {
+	if def.MQTTMaxClients != 10000 || def.HTTPRate != 100 || def.HTTPBurst != 400 || def.MQTTPublishRate != 50 ||
+		def.MQTTPublishBurst != 200 || def.MQTTAuthFailures != 10 || time.Duration(def.MQTTAuthBlock) != 5*time.Minute {
 		t.Errorf("limit defaults %+v", def)
 	}
 	file := filepath.Join(t.TempDir(), "swapd.yaml")
@@ -59,9 +60,13 @@ func TestConfigLimits(t *testing.T) {
 	if err := f.Parse([]string{"--config", file}); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := Load(f, envMap(map[string]string{"SWAPD_HTTP_RATE_LIMIT": "-1", "SWAPD_HTTP_RATE_BURST": "9"}))
+	cfg, err := Load(f, envMap(map[string]string{"SWAPD_HTTP_RATE_LIMIT": "-1", "SWAPD_HTTP_RATE_BURST": "9",
+		"SWAPD_MQTT_PUBLISH_RATE": "-1", "SWAPD_MQTT_AUTH_FAILURES": "3", "SWAPD_MQTT_AUTH_BLOCK": "1m"}))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if l := cfg.Limits; l.MQTTPublishRate != -1 || l.MQTTAuthFailures != 3 || time.Duration(l.MQTTAuthBlock) != time.Minute {
+		t.Errorf("mqtt limits %+v", l)
 	}
 	if l := cfg.Limits; l.MQTTMaxClients != 50 || l.HTTPRate != -1 || l.HTTPBurst != 9 {
 		t.Errorf("limits %+v, want 50 from the file, -1 and 9 from the environment", l)
