@@ -41,16 +41,12 @@ func TestAuthFailuresSlowThenBlock(t *testing.T) {
 			t.Errorf("failure %d refused after %v, want at least %v", i, d, min)
 		}
 	}
-	// The 4th blocks the address: now even the right secret is refused, at
-	// once, and counted.
+	// The 4th blocks the address: now even the right secret is refused, and
+	// counted.
 	try("127.0.0.1", "wrong")
 	before := value(t, b.m.refused[ReasonTooManyFailures])
-	d, err := try("127.0.0.1", "one")
-	if err == nil || !strings.Contains(strings.ToLower(err.Error()), "not authorized") {
+	if _, err := try("127.0.0.1", "one"); err == nil || !strings.Contains(strings.ToLower(err.Error()), "not authorized") {
 		t.Fatalf("right secret from a blocked address: %v, want refused", err)
-	}
-	if d > 30*time.Millisecond*10 {
-		t.Errorf("a blocked address waited %v; the refusal should be immediate", d)
 	}
 	if got := value(t, b.m.refused[ReasonTooManyFailures]); got != before+1 {
 		t.Errorf("too_many_failures = %v, want %v", got, before+1)

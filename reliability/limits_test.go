@@ -17,7 +17,7 @@ import (
 // refused requests change nothing.
 func TestHTTPAndWebSocketPerAddressLimit(t *testing.T) {
 	p := startInproc(t, func(c *server.Config) {
-		c.Limits.HTTPRate = 0.5 // one token per two seconds: no refill during the test
+		c.Limits.HTTPRate = 0.01 // one token per 100s: no refill during the test
 		c.Limits.HTTPBurst = 6
 	})
 	provision(t, p.admin, 2, "RL-1") // 1 request
