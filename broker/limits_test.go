@@ -17,7 +17,7 @@ func fromAddr(o *paho.ClientOptions, ip string) *paho.ClientOptions {
 }
 
 func TestAuthFailuresSlowThenBlock(t *testing.T) {
-	b := startBroker(t, Config{AuthFailures: 4, AuthFailWindow: time.Minute, AuthBlock: 300 * time.Millisecond, AuthDelay: 40 * time.Millisecond},
+	b := startBroker(t, Config{AuthFailures: 4, AuthFailWindow: time.Minute, AuthBlock: 2 * time.Second, AuthDelay: 40 * time.Millisecond},
 		newCreds("S1", "one"), nil)
 	try := func(ip, pass string) (time.Duration, error) {
 		start := time.Now()
@@ -56,7 +56,9 @@ func TestAuthFailuresSlowThenBlock(t *testing.T) {
 		t.Errorf("another address: %v", err)
 	}
 	// The block ends by itself.
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(15 * time.Second)
+	tick := time.NewTicker(50 * time.Millisecond) // polling the observable block
+	defer tick.Stop()
 	for {
 		if _, err := try("127.0.0.1", "one"); err == nil {
 			break
@@ -64,6 +66,7 @@ func TestAuthFailuresSlowThenBlock(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("the block did not end")
 		}
+		<-tick.C
 	}
 }
 
@@ -127,7 +130,7 @@ func TestPublishRateLimit(t *testing.T) {
 // than PublishWait closes the connection without PUBACK.
 func TestPublishRateLimitDisconnects(t *testing.T) {
 	rec := newRecorder()
-	b := startBroker(t, Config{PublishRate: 1, PublishBurst: 1, PublishWait: 50 * time.Millisecond}, newCreds("S1", "one"), rec)
+	b := startBroker(t, Config{PublishRate: 0.1, PublishBurst: 1, PublishWait: 50 * time.Millisecond}, newCreds("S1", "one"), rec)
 	lost := make(chan error, 1)
 	c := mustDial(t, stationOpts(b.Addr(), "S1", "S1", "one").SetConnectionLostHandler(notify(lost)))
 	rec.expect(t, "up", "S1", "", "")
@@ -136,7 +139,7 @@ func TestPublishRateLimitDisconnects(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec.expect(t, "publish", "S1", wire.KindTelemetry, `{"n":1}`)
-	c.Publish(topic, 1, false, []byte(`{"n":2}`)) // its turn is 1s away
+	c.Publish(topic, 1, false, []byte(`{"n":2}`)) // its turn is 10s away
 	within(t, lost, "the connection closed")
 	rec.expect(t, "down", "S1", "", "") // no publish reached the handler
 	if got := value(t, b.m.rateLimited); got != 1 {

@@ -85,7 +85,7 @@ func (a *ackingStation) nextCmd(t *testing.T, action string) wire.Command {
 // battery stays held.
 func TestCrashMidBooking(t *testing.T) {
 	const slots = 4
-	env := []string{"SWAPD_BOOKING_HOLD=2s", "SWAPD_COMMAND_RETRY=200ms", "SWAPD_COMMAND_TIMEOUT=3s"}
+	env := []string{"SWAPD_BOOKING_HOLD=2s", "SWAPD_COMMAND_RETRY=200ms", "SWAPD_COMMAND_TIMEOUT=6s"}
 	dir := t.TempDir()
 	p := startSwapd(t, dir, env...)
 	secrets := provision(t, p.admin(), slots, "BK-silent", "BK-acking")
