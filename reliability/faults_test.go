@@ -2,6 +2,8 @@ package reliability
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -114,13 +116,21 @@ func TestNetworkFaults(t *testing.T) {
 	}, drv)
 
 	// progress waits until the server accepted telemetry beyond what it had
-	// when called, i.e. the link works again.
+	// when called, i.e. the link works again. A snapshot command makes the
+	// agent report even when no slot changes (a reconnect does too: the
+	// first telemetry after a connect is full).
+	snaps := 0
 	progress := func(what string) {
 		t.Helper()
 		before, _ := s.rec.seqs(a.BootID())
+		snaps++
+		cmd, _ := json.Marshal(wire.Command{ID: fmt.Sprintf("snap-%d", snaps), Action: wire.ActionSnapshot})
+		if err := s.brk.SendToStation(sid, cmd); err != nil {
+			t.Fatal(err)
+		}
 		waitUntil(t, 30*time.Second, what+": telemetry accepted again", func() bool {
 			now, _ := s.rec.seqs(a.BootID())
-			return a.Status().Connected && now > before+2
+			return a.Status().Connected && now > before
 		})
 	}
 	progress("first connect")
