@@ -66,6 +66,11 @@ type Config struct {
 	MaxRate      float64
 	MaxP99       time.Duration
 
+	// HeapProfile, when set, names a file that receives a heap profile of
+	// this process once every station and socket is connected (with the
+	// embedded swapd: the server's memory per connection, and the bench's).
+	HeapProfile string
+
 	// Progress receives a one-line status every second ("\r"-updated);
 	// nil: none.
 	Progress io.Writer

@@ -144,9 +144,13 @@ func (r *runner) provision(ctx context.Context, n, toggle int, restSoC float64) 
 	}
 	return parallel(ctx, n, 16, func(i int) error {
 		st := r.stations[i]
-		resp, err := r.tgt.admin.CreateStation(ctx, wire.CreateStationRequest{
-			ID: st.id, Name: "swapbench " + st.id, Slots: st.slots,
-			Lat: 48 + rand.Float64(), Lon: 11 + rand.Float64(),
+		var resp wire.CreateStationResponse
+		err := retryLimited(ctx, func() (err error) {
+			resp, err = r.tgt.admin.CreateStation(ctx, wire.CreateStationRequest{
+				ID: st.id, Name: "swapbench " + st.id, Slots: st.slots,
+				Lat: 48 + rand.Float64(), Lon: 11 + rand.Float64(),
+			})
+			return err
 		})
 		if err != nil {
 			return fmt.Errorf("provision station %s: %w", st.id, err)

@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/swapbridge/swapbridge/client"
+	"github.com/swapbridge/swapbridge/wire"
 )
 
 // Run runs cfg's scenario against its target (the baseline when
@@ -86,7 +89,11 @@ func setupStations(ctx context.Context, r *runner, rep *Report, toggle int, rest
 	}
 	for i := range r.users {
 		u := r.users[i]
-		resp, err := r.tgt.admin.CreateUser(ctx, u.id)
+		var resp wire.CreateUserResponse
+		err := retryLimited(ctx, func() (err error) {
+			resp, err = r.tgt.admin.CreateUser(ctx, u.id)
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("provision user %s: %w", u.id, err)
 		}
@@ -122,6 +129,24 @@ func setupStations(ctx context.Context, r *runner, rep *Report, toggle int, rest
 				m.HeapPerWSClientKB = float64(h2-h1) / 1024 / float64(n)
 			}
 		}
+	}
+	return writeHeapProfile(r.cfg.HeapProfile)
+}
+
+// writeHeapProfile writes this process's heap profile after a GC; "" does
+// nothing.
+func writeHeapProfile(path string) error {
+	if path == "" {
+		return nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("heap profile: %w", err)
+	}
+	defer f.Close()
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		return fmt.Errorf("heap profile: %w", err)
 	}
 	return nil
 }
@@ -378,6 +403,8 @@ func runRush(ctx context.Context, cfg Config, tgt *target, rep *Report) error {
 		if err != nil {
 			if client.IsCode(err, "no_battery_available") {
 				noBattery.Add(1)
+			} else if client.IsCode(err, "rate_limited") {
+				r.errorf("the server rate-limits this address (run swapd with limits.http_rate: -1): %v", err)
 			} else if ctx.Err() == nil {
 				r.errorf("book at %s: %v", st.id, err)
 			}

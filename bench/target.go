@@ -83,7 +83,11 @@ func startEmbedded(ctx context.Context, cfg *Config, hc *http.Client) (*target, 
 	sc.MQTTAddr = "127.0.0.1:0"
 	sc.HTTPAddr = "127.0.0.1:0"
 	sc.AdminToken = randomHex(16)
+	// Every simulated client comes from one address: no per-address
+	// limits. Room for a storm's overlapping reconnects.
 	sc.WebSocket.MaxConnsPerIP = -1
+	sc.Limits.HTTPRate = -1
+	sc.Limits.MQTTMaxClients = 2 * max(cfg.Stations, 10000)
 	srv, err := server.New(sc, nil)
 	if err != nil {
 		os.RemoveAll(tmp)
@@ -109,6 +113,25 @@ func startEmbedded(ctx context.Context, cfg *Config, hc *http.Client) (*target, 
 			return err
 		},
 	}, nil
+}
+
+// retryLimited calls f until it does not fail with 429 (the server's
+// per-address rate limit), waiting a second between tries, at most 30 times.
+func retryLimited(ctx context.Context, f func() error) error {
+	for i := 0; ; i++ {
+		err := f()
+		var ce *client.Error
+		if i >= 30 || !errors.As(err, &ce) || ce.Status != http.StatusTooManyRequests {
+			return err
+		}
+		t := time.NewTimer(time.Second)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		}
+	}
 }
 
 func randomHex(n int) string {

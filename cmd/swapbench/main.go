@@ -21,7 +21,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -92,7 +91,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	jsonOut := fs.Bool("json", false, "write the report as JSON instead of a table")
 	progress := fs.String("progress", "auto", "progress line on stderr: auto (on a terminal), on or off")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (with the embedded swapd: server and bench) to `file`")
-	memProfile := fs.String("memprofile", "", "write a heap profile of this process at the end to `file`")
+	fs.StringVar(&cfg.HeapProfile, "memprofile", "", "write a heap profile of this process to `file` once every station and socket is connected")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -133,11 +132,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	} else {
 		ours, err = bench.Run(ctx, cfg)
 	}
-	if *memProfile != "" {
-		if werr := writeHeap(*memProfile); werr != nil && err == nil {
-			err = werr
-		}
-	}
 	if ours != nil {
 		if *jsonOut {
 			var v any = ours
@@ -166,16 +160,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return errFailed
 	}
 	return nil
-}
-
-func writeHeap(path string) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	runtime.GC()
-	return pprof.WriteHeapProfile(f)
 }
 
 func isTerminal(f *os.File) bool {
