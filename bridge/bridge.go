@@ -485,55 +485,102 @@ func (b *Bridge) requestSnapshot(s *station, now time.Time) {
 	b.trySend(sendReq{sid: s.info.ID, payload: payload})
 }
 
-// sender delivers queued commands; it marks a persisted command sent after
-// its first delivery.
+// sendBatch bounds how many queued commands the sender delivers before it
+// records them as sent in one store commit.
+const sendBatch = 128
+
+// sender delivers queued commands. It takes what is queued (up to
+// sendBatch), delivers each, then marks the delivered persisted commands
+// sent in one store commit: a burst of commands costs one commit, not one
+// each.
 func (b *Bridge) sender() {
 	defer b.wg.Done()
+	batch := make([]sendReq, 0, sendBatch)
 	for {
 		select {
 		case <-b.done:
 			return
 		case req := <-b.sendq:
-			if err := b.cmds.SendToStation(req.sid, req.payload); err != nil {
-				b.log.Debug("bridge: send command", "station", req.sid, "id", req.cmdID, "err", err)
-				continue
+			batch = append(batch[:0], req)
+		drain:
+			for len(batch) < sendBatch {
+				select {
+				case req := <-b.sendq:
+					batch = append(batch, req)
+				default:
+					break drain
+				}
 			}
-			if req.cmdID != "" {
-				b.markSent(req.sid, req.cmdID)
+			sent := batch[:0]
+			for _, req := range batch {
+				if err := b.cmds.SendToStation(req.sid, req.payload); err != nil {
+					b.log.Debug("bridge: send command", "station", req.sid, "id", req.cmdID, "err", err)
+					continue
+				}
+				if req.cmdID != "" {
+					sent = append(sent, req)
+				}
 			}
+			b.markSent(sent)
+			clear(batch)
 		}
 	}
 }
 
-func (b *Bridge) markSent(sid, id string) {
-	b.mu.RLock()
-	s := b.stations[sid]
-	b.mu.RUnlock()
-	if s == nil {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := s.cmds[id]
-	if r == nil || r.State != cmdQueued {
-		return
-	}
-	upd := *r
-	upd.State = cmdSent
-	j, err := json.Marshal(&upd)
-	if err != nil {
+// markSent records delivered commands as sent, in one commit. A command is
+// marked only if its stored record is still queued, checked inside the
+// transaction, so an acknowledgement or failure committed in the meantime
+// is never overwritten; no station mutex is held across the commit.
+func (b *Bridge) markSent(reqs []sendReq) {
+	if len(reqs) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err = b.store.Update(ctx, func(tx *store.Tx) error {
-		return tx.Put(store.KindCommand, id, j)
+	var marked []sendReq
+	_, err := b.store.Update(ctx, func(tx *store.Tx) error {
+		marked = marked[:0] // fn may run more than once
+		for _, req := range reqs {
+			raw, err := tx.Get(store.KindCommand, req.cmdID)
+			if errors.Is(err, store.ErrNotFound) {
+				continue // settled and purged
+			}
+			if err != nil {
+				return err
+			}
+			var rec commandRec
+			if err := json.Unmarshal(raw, &rec); err != nil || rec.State != cmdQueued {
+				continue // acked, failed or already sent (or undecodable: left alone)
+			}
+			rec.State = cmdSent
+			j, err := json.Marshal(&rec)
+			if err != nil {
+				return err
+			}
+			if err := tx.Put(store.KindCommand, req.cmdID, j); err != nil {
+				return err
+			}
+			marked = append(marked, req)
+		}
+		return nil
 	})
 	if err != nil {
-		b.log.Warn("bridge: mark command sent", "id", id, "err", err)
+		b.log.Warn("bridge: mark commands sent", "commands", len(reqs), "err", err)
 		return
 	}
-	r.State = cmdSent
+	for _, req := range marked {
+		b.mu.RLock()
+		s := b.stations[req.sid]
+		b.mu.RUnlock()
+		if s == nil {
+			continue
+		}
+		s.mu.Lock()
+		if r := s.cmds[req.cmdID]; r != nil && r.State == cmdQueued {
+			r.State = cmdSent
+		}
+		s.mu.Unlock()
+	}
 }
 
 // ticker runs the timers every TickInterval.
