@@ -5,8 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -136,7 +139,9 @@ func (*noAckError) Error() string { return "not acknowledged: the server closed 
 // credentials of one protocol tried on another). Each is refused with a
 // clear signal and leaves the event log and every station view unchanged.
 func TestBadInputChangesNothing(t *testing.T) {
-	p := startInproc(t, nil)
+	// The login limiter would slow down (and, past 10, block) this test's
+	// many refused CONNECTs from one address; it has its own tests.
+	p := startInproc(t, func(c *server.Config) { c.Limits.MQTTAuthFailures = -1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	secrets := provision(t, p.admin, 4, "S1", "S2")
@@ -306,10 +311,89 @@ func TestBadInputChangesNothing(t *testing.T) {
 				t.Errorf("after %.30q: got %+v, want an error message", m, e)
 			}
 		}
+		for _, m := range [][]byte{{0x00, 0xff, 0x10}, []byte(`{"type":"ping"}`)} {
+			if err := conn.WriteMessage(websocket.BinaryMessage, m); err != nil {
+				t.Fatal(err)
+			}
+			var e wire.ErrorMsg
+			if err := conn.ReadJSON(&e); err != nil {
+				t.Fatalf("after a binary frame: %v", err)
+			}
+			if e.Type != wire.TypeError || e.Code == "" {
+				t.Errorf("binary frame %x: got %+v, want an error message", m, e)
+			}
+		}
 		conn.WriteMessage(websocket.TextMessage, []byte(`{"type":"ping"}`))
 		var pong wire.Pong
 		if err := conn.ReadJSON(&pong); err != nil || pong.Type != wire.TypePong {
 			t.Errorf("ping after garbage: %+v %v", pong, err)
+		}
+		if got := p.fingerprint(t); got != before {
+			t.Errorf("state changed")
+		}
+	})
+
+	// WebSocket: a message far over the read limit closes the socket with
+	// 1009 (message too big) instead of being buffered.
+	t.Run("ws/oversize frame", func(t *testing.T) {
+		conn, _, err := websocket.DefaultDialer.Dial(wsBase+"/ws/stations/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		conn.WriteMessage(websocket.TextMessage, bytes.Repeat([]byte("x"), 1<<20))
+		for {
+			if _, _, err = conn.ReadMessage(); err != nil {
+				break
+			}
+		}
+		if !websocket.IsCloseError(err, websocket.CloseMessageTooBig) {
+			t.Errorf("after a 1 MiB message: %v, want close 1009", err)
+		}
+		if got := p.fingerprint(t); got != before {
+			t.Errorf("state changed")
+		}
+	})
+
+	// Raw garbage on both listeners: each connection is closed by the
+	// server, at once or when the CONNECT deadline (10s) or the HTTP header
+	// deadline (5s) passes for a sender that stops mid-way; the server keeps
+	// serving (checked at the end of this test).
+	t.Run("raw garbage", func(t *testing.T) {
+		httpAddr := strings.TrimPrefix(p.http, "http://")
+		cases := []struct {
+			name, addr string
+			data       []byte
+		}{
+			{"mqtt: not MQTT", p.mqtt, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")},
+			{"mqtt: CONNECT with a huge remaining length", p.mqtt, []byte{0x10, 0xff, 0xff, 0xff, 0x7f}},
+			{"mqtt: truncated CONNECT", p.mqtt, []byte{0x10, 0x0c, 0x00, 0x04, 'M', 'Q'}},
+			{"mqtt: PUBLISH before CONNECT", p.mqtt, []byte{0x32, 0x05, 0x00, 0x01, 'a', 0x00, 0x01}},
+			{"mqtt: bad protocol name", p.mqtt, []byte{0x10, 0x0c, 0x00, 0x04, 'M', 'Q', 'X', 'X', 0x04, 0x02, 0x00, 0x3c, 0x00, 0x00}},
+			{"http: binary", httpAddr, []byte{0x16, 0x03, 0x01, 0x00, 0xff, 0x01}},
+			{"http: header bomb", httpAddr, append([]byte("GET /api/stations HTTP/1.1\r\nX: "), bytes.Repeat([]byte("a"), 64<<10)...)},
+		}
+		errs := make([]error, len(cases))
+		var wg sync.WaitGroup
+		for i, c := range cases {
+			wg.Go(func() {
+				conn, err := net.DialTimeout("tcp", c.addr, 5*time.Second)
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				defer conn.Close()
+				conn.SetDeadline(time.Now().Add(20 * time.Second))
+				conn.Write(c.data)
+				_, errs[i] = io.Copy(io.Discard, conn) // until the server closes it
+			})
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Errorf("%s: the server did not close the connection: %v", cases[i].name, err)
+			}
 		}
 		if got := p.fingerprint(t); got != before {
 			t.Errorf("state changed")
