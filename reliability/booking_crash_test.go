@@ -3,7 +3,9 @@ package reliability
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -203,4 +205,124 @@ func waitStatus(t *testing.T, c *client.Client, id, status string) {
 	if !ok {
 		t.Fatalf("booking %s: status %q (reason %q), want %q (err %v)", id, last.Status, last.Reason, status, lastErr)
 	}
+}
+
+// TestCrashDuringBookingRace SIGKILLs swapd while twenty riders race to
+// book four batteries. After the restart every booking a rider was told
+// about (201) still exists, no battery or slot is held by two active
+// bookings, the station's booked count matches, and no booking stays
+// pending.
+func TestCrashDuringBookingRace(t *testing.T) {
+	const (
+		slots  = 4
+		riders = 20
+	)
+	// Every rider and the polling below share one address: no HTTP limit.
+	env := []string{"SWAPD_COMMAND_RETRY=200ms", "SWAPD_COMMAND_TIMEOUT=6s", "SWAPD_HTTP_RATE_LIMIT=-1"}
+	dir := t.TempDir()
+	p := startSwapd(t, dir, env...)
+	secrets := provision(t, p.admin(), slots, "RACE-1")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	tokens := make([]string, riders)
+	for i := range tokens {
+		u, err := p.admin().CreateUser(ctx, fmt.Sprintf("racer-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens[i] = u.Token
+	}
+	st := startAckingStation(t, p.mqtt, "RACE-1", secrets["RACE-1"], "boot-r", 1, slots, true)
+	waitAvailable(t, p.admin(), "RACE-1", slots)
+
+	var mu sync.Mutex
+	told := map[string]wire.Booking{} // bookings answered 201
+	firstWin := make(chan struct{})
+	var once sync.Once
+	var wg sync.WaitGroup
+	for i := range riders {
+		wg.Go(func() {
+			c := client.New(p.http, tokens[i])
+			for range 3 { // each rider tries a few times
+				b, err := c.Book(ctx, "RACE-1")
+				if err != nil {
+					continue
+				}
+				mu.Lock()
+				told[b.ID] = b
+				mu.Unlock()
+				once.Do(func() { close(firstWin) })
+			}
+		})
+	}
+	select {
+	case <-firstWin:
+	case <-ctx.Done():
+		t.Fatal("no booking succeeded")
+	}
+	p.kill() // in the middle of the race
+	wg.Wait()
+	st.close()
+
+	p2 := startSwapd(t, dir, env...)
+	startAckingStation(t, p2.mqtt, "RACE-1", secrets["RACE-1"], "boot-r", 2, slots, true)
+	var all []wire.Booking
+	waitUntil(t, 30*time.Second, "no booking pending", func() bool {
+		all = all[:0]
+		for i := range riders {
+			var out struct {
+				Bookings []wire.Booking `json:"bookings"`
+			}
+			if err := client.New(p2.http, tokens[i]).Do(ctx, "GET", "/api/bookings", nil, &out); err != nil {
+				return false
+			}
+			all = append(all, out.Bookings...)
+		}
+		for _, b := range all {
+			if b.Status == wire.BookingStatusPending {
+				return false
+			}
+		}
+		return true
+	})
+	byID := map[string]wire.Booking{}
+	slotHolder := map[int]string{}
+	batteryHolder := map[string]string{}
+	active := 0
+	for _, b := range all {
+		byID[b.ID] = b
+		switch b.Status {
+		case wire.BookingStatusConfirmed, wire.BookingStatusReady:
+			active++
+			if other, ok := slotHolder[b.Slot]; ok {
+				t.Errorf("slot %d held by bookings %s and %s", b.Slot, other, b.ID)
+			}
+			if other, ok := batteryHolder[b.BatteryID]; ok {
+				t.Errorf("battery %s held by bookings %s and %s", b.BatteryID, other, b.ID)
+			}
+			slotHolder[b.Slot], batteryHolder[b.BatteryID] = b.ID, b.ID
+		}
+	}
+	mu.Lock()
+	for id := range told {
+		if _, ok := byID[id]; !ok {
+			t.Errorf("booking %s was answered 201 but is gone after the crash", id)
+		}
+	}
+	nTold := len(told)
+	mu.Unlock()
+	v, err := p2.admin().Station(ctx, "RACE-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if active > slots || v.BookedBatteries != active {
+		t.Errorf("%d active bookings, station says %d booked (of %d slots)", active, v.BookedBatteries, slots)
+	}
+	for _, s := range v.Slots {
+		if s.Reserved && slotHolder[s.Slot.Slot] != s.BookingID {
+			t.Errorf("slot %d reserved for %q, active booking there is %q", s.Slot.Slot, s.BookingID, slotHolder[s.Slot.Slot])
+		}
+	}
+	t.Logf("booking race: %d riders, %d bookings answered 201 before/around the SIGKILL, %d bookings after restart, %d active on %d slots, no double hold",
+		riders, nTold, len(all), active, slots)
 }
