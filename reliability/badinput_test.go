@@ -139,6 +139,7 @@ func (*noAckError) Error() string { return "not acknowledged: the server closed 
 // credentials of one protocol tried on another). Each is refused with a
 // clear signal and leaves the event log and every station view unchanged.
 func TestBadInputChangesNothing(t *testing.T) {
+	t.Parallel() // mostly waits on the listeners' deadlines
 	// The login limiter would slow down (and, past 10, block) this test's
 	// many refused CONNECTs from one address; it has its own tests.
 	p := startInproc(t, func(c *server.Config) { c.Limits.MQTTAuthFailures = -1 })
