@@ -71,6 +71,10 @@ type Config struct {
 	// embedded swapd: the server's memory per connection, and the bench's).
 	HeapProfile string
 
+	// noPublishLimit turns off the embedded swapd's per-station publish
+	// rate limit (benchmarks push one station as fast as it goes).
+	noPublishLimit bool
+
 	// Progress receives a one-line status every second ("\r"-updated);
 	// nil: none.
 	Progress io.Writer

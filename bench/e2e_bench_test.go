@@ -12,7 +12,7 @@ import (
 func benchServer(b *testing.B, n int, kind wsKind) *runner {
 	b.Helper()
 	cfg := Defaults(Steady)
-	cfg.Embedded, cfg.Slots = true, 12
+	cfg.Embedded, cfg.Slots, cfg.noPublishLimit = true, 12, true
 	ctx := context.Background()
 	tgt, err := openTarget(ctx, &cfg, false)
 	if err != nil {

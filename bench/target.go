@@ -88,6 +88,9 @@ func startEmbedded(ctx context.Context, cfg *Config, hc *http.Client) (*target, 
 	sc.WebSocket.MaxConnsPerIP = -1
 	sc.Limits.HTTPRate = -1
 	sc.Limits.MQTTMaxClients = 2 * max(cfg.Stations, 10000)
+	if cfg.noPublishLimit {
+		sc.Limits.MQTTPublishRate = -1
+	}
 	srv, err := server.New(sc, nil)
 	if err != nil {
 		os.RemoveAll(tmp)
