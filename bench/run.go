@@ -31,7 +31,7 @@ type runner struct {
 	users    []*user
 
 	lat    atomic.Pointer[Histogram] // publish→frame of the current step
-	ackLat *Histogram
+	ackLat atomic.Pointer[Histogram] // publish→PUBACK of the current step
 
 	acked         atomic.Uint64 // measured steps acknowledged
 	sent          atomic.Uint64
@@ -56,7 +56,8 @@ type progressState struct {
 }
 
 func newRunner(cfg Config, tgt *target, prefix string) *runner {
-	r := &runner{cfg: cfg, tgt: tgt, prefix: prefix, byID: make(map[string]*station), ackLat: new(Histogram)}
+	r := &runner{cfg: cfg, tgt: tgt, prefix: prefix, byID: make(map[string]*station)}
+	r.ackLat.Store(new(Histogram))
 	r.lat.Store(new(Histogram))
 	r.cmds = make(map[string]*atomic.Uint64)
 	for _, a := range []string{wire.ActionReserve, wire.ActionRelease, wire.ActionUnlock, wire.ActionSetAvailability, wire.ActionSnapshot} {
@@ -307,7 +308,8 @@ func pace(rate float64, stop <-chan struct{}, send func()) {
 func (r *runner) measure(ctx context.Context, rate float64, d time.Duration) StepResult {
 	lat := new(Histogram)
 	r.lat.Store(lat)
-	r.ackLat = new(Histogram)
+	ackLat := new(Histogram)
+	r.ackLat.Store(ackLat)
 	exp0, del0, un0 := r.totals()
 	acked0, sent0, thr0, err0 := r.acked.Load(), r.sent.Load(), r.throttled.Load(), r.errs.Load()
 	p0, haveProc := r.proc()
@@ -365,7 +367,7 @@ func (r *runner) measure(ctx context.Context, rate float64, d time.Duration) Ste
 		Sent: r.sent.Load() - sent0, Throttled: r.throttled.Load() - thr0,
 		Acked: r.acked.Load() - acked0, AckRate: float64(ackedAtStop-acked0) / elapsed.Seconds(),
 		Expected: exp1 - exp0, Delivered: del1 - del0, Unmatched: un1 - un0,
-		Latency: lat.Summary(), AckLatency: r.ackLat.Summary(),
+		Latency: lat.Summary(), AckLatency: ackLat.Summary(),
 		Errors: r.errs.Load() - err0,
 	}
 	if p1, ok := r.proc(); ok && haveProc {

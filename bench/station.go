@@ -168,7 +168,7 @@ func (st *station) onPuback(id uint16) {
 	if v&pubStep != 0 {
 		st.acked.Add(1)
 		st.run.acked.Add(1)
-		st.run.ackLat.Record(time.Duration(now - v>>2))
+		st.run.ackLat.Load().Record(time.Duration(now - v>>2))
 		if st.ackNotify != nil {
 			select {
 			case st.ackNotify <- struct{}{}:
