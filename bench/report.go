@@ -305,7 +305,8 @@ func PrintCompare(w io.Writer, ours, base *Report) {
 		cmp("storm took", ours.Storm.TookS, base.Storm.TookS, "s")
 		cmp("storm p99 reconnect", ours.Storm.Reconnect.P99, base.Storm.Reconnect.P99, "ms")
 	}
-	if ours.Memory != nil && base.Memory != nil {
+	// Memory growth is only meaningful over many connections.
+	if ours.Memory != nil && base.Memory != nil && ours.Params.Stations >= 1000 && base.Params.Stations >= 1000 {
 		cmp("memory per station", ours.Memory.PerStationKB, base.Memory.PerStationKB, "KB")
 	}
 	tw.Flush()
