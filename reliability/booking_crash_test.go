@@ -86,6 +86,7 @@ func (a *ackingStation) nextCmd(t *testing.T, action string) wire.Command {
 // booking must become ready, then expire after the short hold). Neither
 // battery stays held.
 func TestCrashMidBooking(t *testing.T) {
+	t.Parallel() // waits on timers and reconnects more than it computes
 	const slots = 4
 	env := []string{"SWAPD_BOOKING_HOLD=2s", "SWAPD_COMMAND_RETRY=200ms", "SWAPD_COMMAND_TIMEOUT=6s"}
 	dir := t.TempDir()

@@ -87,6 +87,7 @@ func runAgent(t *testing.T, cfg stationagent.Config, drv stationagent.Driver) *s
 // redeliveries byte-identical) and every reserve and unlock ran exactly
 // once on the hardware.
 func TestNetworkFaults(t *testing.T) {
+	t.Parallel() // waits on timers and reconnects more than it computes
 	const (
 		sid    = "NF-1"
 		secret = "nf-secret-1"

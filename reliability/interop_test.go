@@ -21,6 +21,7 @@ import (
 // stations' topics and a wrong password are refused. (Our agent against
 // the Mosquitto broker is stationagent's TestAgainstMosquitto.)
 func TestMosquittoClientsAgainstSwapd(t *testing.T) {
+	t.Parallel() // waits on timers and reconnects more than it computes
 	pub, err := exec.LookPath("mosquitto_pub")
 	if err != nil {
 		t.Skip("mosquitto_pub not installed (apt-get install mosquitto-clients)")
