@@ -151,13 +151,6 @@ func (st *station) onClose(err error) {
 	}
 }
 
-// connected returns the live connection or nil.
-func (st *station) connection() *mqttConn {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return st.conn
-}
-
 func (st *station) onPuback(id uint16) {
 	v := st.pub[id&255].Swap(0)
 	if v == 0 {

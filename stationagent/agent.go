@@ -385,8 +385,3 @@ func (a *Agent) publishReservations() {
 	a.mu.Unlock()
 }
 
-func randHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}

@@ -306,7 +306,7 @@ func pruneCmds(tx *bolt.Tx, now time.Time, keep int, maxAge time.Duration) error
 	}
 	cutoff := uint64(now.Add(-maxAge).UnixNano())
 	c := idx.Cursor()
-	for k, _ := c.First(); k != nil && len(k) >= 8; k, _ = c.First() {
+	for k, _ := c.First(); len(k) >= 8; k, _ = c.First() {
 		if n <= keep && binary.BigEndian.Uint64(k[:8]) >= cutoff {
 			break
 		}
