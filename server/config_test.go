@@ -4,6 +4,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -91,5 +92,20 @@ func TestConfigErrorsAreOneLine(t *testing.T) {
 				t.Errorf("error %q: want one line mentioning %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestExampleConfigIsTrue keeps configs/swapd.example.yaml honest: it loads
+// without error and states exactly the defaults.
+func TestExampleConfigIsTrue(t *testing.T) {
+	cfg := Defaults()
+	if err := LoadFile(&cfg, "../configs/swapd.example.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(cfg, Defaults()) {
+		t.Errorf("the example config differs from the defaults:\nexample  %+v\ndefaults %+v", cfg, Defaults())
 	}
 }
