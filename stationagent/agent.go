@@ -384,4 +384,3 @@ func (a *Agent) publishReservations() {
 	a.info.slots = slices.Clone(a.current)
 	a.mu.Unlock()
 }
-
