@@ -63,7 +63,13 @@ type Config struct {
 	WriteTimeout time.Duration
 	// QueueMessages and QueueBytes bound a connection's queue of frames not
 	// yet written. A client over either bound is closed with 1013 (slow
-	// consumer). 0 means 1024 messages and 1 MiB.
+	// consumer). 0 means 16384 messages and 8 MiB. The defaults are sized
+	// for bursts: one store commit (up to store.DefaultMaxBatch updates,
+	// each with one or a few events) reaches an all-stations client in one
+	// Publish, and must not close a healthy client. Queued frames are
+	// shared by every connection they go to, so a connection's own memory
+	// is its queue array (32 bytes per message); QueueBytes bounds what a
+	// stalled client keeps alive.
 	QueueMessages int
 	QueueBytes    int
 	// MaxConnsPerUser bounds the open sockets of one user (by token);
@@ -95,8 +101,8 @@ const (
 	DefaultPingInterval    = 25 * time.Second
 	DefaultPongTimeout     = 10 * time.Second
 	DefaultWriteTimeout    = 10 * time.Second
-	DefaultQueueMessages   = 1024
-	DefaultQueueBytes      = 1 << 20
+	DefaultQueueMessages   = 16384
+	DefaultQueueBytes      = 8 << 20
 	DefaultMaxConnsPerUser = 32
 	DefaultMaxConnsPerIP   = 1024
 	DefaultReadLimit       = 4 << 10
