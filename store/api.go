@@ -30,7 +30,9 @@ type Options struct {
 	Retention Retention
 	// CompactEvery is how often retention runs; 0 means 1 minute.
 	CompactEvery time.Duration
-	// MaxBatch bounds how many Update calls share one commit; 0 means 1000.
+	// MaxBatch bounds how many Update calls share one commit; 0 means
+	// DefaultMaxBatch (4096). A commit's events reach the commit listener in
+	// one call, so its consumers must take bursts of that size.
 	MaxBatch int
 	// Logger receives background compaction results; nil discards them.
 	Logger *slog.Logger

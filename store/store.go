@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,10 +23,14 @@ import (
 const (
 	DefaultOpenTimeout  = time.Second
 	DefaultCompactEvery = time.Minute
-	DefaultMaxBatch     = 1000
+	DefaultMaxBatch     = 4096
 	DefaultMaxAge       = 7 * 24 * time.Hour
 	DefaultMaxEvents    = 1_000_000
 )
+
+// initialMmapSize is the bolt mapping made at open: 1 GiB on 64-bit
+// platforms, bolt's default (grow as needed) elsewhere.
+const initialMmapSize = (1 << 30) * (strconv.IntSize / 64)
 
 // Bucket names. Record kinds live in "rec/<kind>" so they can never collide
 // with the store's own buckets.
@@ -93,6 +98,11 @@ func Open(path string, opts Options) (*Store, error) {
 		NoSync:         opts.NoSync,
 		FreelistType:   bolt.FreelistMapType,
 		NoFreelistSync: true,
+		// A remap (when the file outgrows the mapping) waits for every
+		// open read transaction and blocks new ones; mapping generously
+		// up front makes it rare. The mapping is address space only: the
+		// file grows as before.
+		InitialMmapSize: initialMmapSize,
 	})
 	if err != nil {
 		if errors.Is(err, bolterrors.ErrTimeout) {
