@@ -34,7 +34,7 @@ const (
 	DefaultMaxClients       = 10000
 	DefaultReceiveMaximum   = 64
 	DefaultMaxInflight      = 1024
-	DefaultMaxPendingWrites = 1024
+	DefaultMaxPendingWrites = 64
 	DefaultSessionExpiry    = time.Hour
 	DefaultMessageExpiry    = time.Hour
 	DefaultMaxKeepalive     = 5 * time.Minute
@@ -64,7 +64,10 @@ type Config struct {
 	// acknowledgement (also while it is offline). 0 → DefaultMaxInflight.
 	MaxInflight int
 	// MaxPendingWrites bounds the outbound queue of one client; messages
-	// beyond it are dropped. 0 → DefaultMaxPendingWrites.
+	// beyond it are dropped. 0 → DefaultMaxPendingWrites (64). A station
+	// receives only commands, a handful at a time, and a dropped command
+	// is resent by the bridge's retry; the queue is allocated up front for
+	// every connection (8 bytes per slot).
 	MaxPendingWrites int
 	// SessionExpiry caps how long a disconnected persistent session (its
 	// subscription and queued commands) is kept. 0 → DefaultSessionExpiry.
