@@ -163,7 +163,7 @@ func (b *Bridge) start(ctx context.Context) error {
 			case err != nil:
 				return fmt.Errorf("station %s: %w", info.ID, err)
 			default:
-				if err := json.Unmarshal(raw, &s.st); err != nil {
+				if err := decodeState(raw, &s.st); err != nil {
 					return fmt.Errorf("station %s: decode state: %w", info.ID, err)
 				}
 				if len(s.st.Slots) < info.Slots {
@@ -320,6 +320,9 @@ func newID(prefix string, now time.Time) string {
 
 var idEnc = base32.NewEncoding("0123456789abcdefghijklmnopqrstuv").WithPadding(base32.NoPadding)
 
+// stateBufPool holds buffers for station state records.
+var stateBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
 // change is one commit of a station's transition.
 type change struct {
 	next StationState
@@ -336,10 +339,11 @@ type change struct {
 // commands handed to the sender.
 func (b *Bridge) commit(ctx context.Context, s *station, c *change, now time.Time) error {
 	b.settleCommands(s, c)
-	stateJSON, err := json.Marshal(&c.next)
-	if err != nil {
-		return fmt.Errorf("bridge: encode station %s: %w", s.info.ID, err)
-	}
+	enc := stateBufPool.Get().(*[]byte)
+	defer stateBufPool.Put(enc)
+	*enc = appendState((*enc)[:0], &c.next)
+	stateRec := *enc // Put copies it
+	var err error
 	newCmds := make([]*commandRec, len(c.eff.Commands))
 	cmdJSON := make([][]byte, 0, len(c.eff.Commands)+len(c.cmdUpdates))
 	for i, cmd := range c.eff.Commands {
@@ -362,7 +366,7 @@ func (b *Bridge) commit(ctx context.Context, s *station, c *change, now time.Tim
 		}
 	}
 	_, err = b.store.Update(ctx, func(tx *store.Tx) error {
-		if err := tx.Put(store.KindStationState, s.info.ID, stateJSON); err != nil {
+		if err := tx.Put(store.KindStationState, s.info.ID, stateRec); err != nil {
 			return err
 		}
 		for i, r := range allCmds {
