@@ -194,7 +194,6 @@ func TestAgentCrashMidOutbox(t *testing.T) {
 	// The bridge would retry unacknowledged commands: redeliver them all,
 	// plus one new unlock.
 	p2 := startAgentProc(t, s.brk.Addr(), sid, secret, dataDir, execLog, slots)
-	_ = p2
 	for slot := 1; slot <= 4; slot++ {
 		send(reserve(slot))
 	}
@@ -202,14 +201,22 @@ func TestAgentCrashMidOutbox(t *testing.T) {
 	send(unlock(2))
 	send(unlock(3))
 	ids := []string{"c-r1", "c-r2", "c-r3", "c-r4", "c-u1", "c-u2", "c-u3"}
-	waitUntil(t, 30*time.Second, "acks of every command", func() bool {
+	if !poll(30*time.Second, func() bool {
 		for _, id := range ids {
 			if s.rec.ackCount(id) == 0 {
 				return false
 			}
 		}
 		return true
-	})
+	}) {
+		var missing []string
+		for _, id := range ids {
+			if s.rec.ackCount(id) == 0 {
+				missing = append(missing, id)
+			}
+		}
+		t.Fatalf("no ack within 30s for %v; actions %v; agent output:\n%s", missing, execCounts(t, execLog), p2.out.String())
+	}
 	waitUntil(t, 30*time.Second, "every queued telemetry of the killed boot", func() bool {
 		max, _ := s.rec.seqs(boot1)
 		return max >= queued[boot1]

@@ -3,7 +3,6 @@ package reliability
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -47,10 +46,10 @@ func agentHelper() error {
 		return err
 	}
 	cfg.ControlSocket = "off"
-	cfg.PollInterval = 20 * time.Millisecond
+	cfg.PollInterval = 50 * time.Millisecond // 20 reports/s at most: well under the broker's per-station rate limit
 	cfg.KeepAlive = time.Second
 	cfg.ReconnectMin, cfg.ReconnectMax = 20*time.Millisecond, 200*time.Millisecond
-	cfg.Sim = sim.Config{Slots: cfg.Sim.Slots, Occupied: cfg.Sim.Slots, Seed: 3, Speed: 120, ReturnEvery: -1}
+	cfg.Sim = sim.Config{Slots: cfg.Sim.Slots, Occupied: cfg.Sim.Slots, Seed: 3, Speed: 60, ReturnEvery: -1}
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -64,7 +63,8 @@ func agentHelper() error {
 	}
 	defer f.Close()
 	drv := &loggingDriver{Driver: d, f: f}
-	a, err := stationagent.New(cfg, stationagent.WithDriver(drv), stationagent.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	// The log goes to the test's capture, shown only when a test fails.
+	a, err := stationagent.New(cfg, stationagent.WithDriver(drv), stationagent.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 	if err != nil {
 		return err
 	}
