@@ -127,7 +127,7 @@ func benchBoltBatch(b *testing.B, maxSize, w int) {
 			if err := evb.Put(k[:], buf); err != nil {
 				return err
 			}
-			return tx.Bucket(bucketIdxStation).Put(appendIndexKey(nil, sids[i], seq), nil)
+			return tx.Bucket(bucketIdxStation).Put(appendStationIndexKey(nil, sids[i], seq), nil)
 		})
 	})
 }

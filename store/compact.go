@@ -87,7 +87,7 @@ func (s *Store) compactOnce(now time.Time) (removed int, more bool, err error) {
 		var vc victim
 		copy(vc.seqKey[:], k)
 		if len(r.sid) > 0 {
-			vc.sidKey = appendIndexKey(nil, string(r.sid), seq)
+			vc.sidKey = appendStationIndexKey(nil, string(r.sid), seq)
 		}
 		if len(r.uid) > 0 {
 			vc.uidKey = appendIndexKey(nil, string(r.uid), seq)

@@ -25,7 +25,11 @@
 // user) followed by its complete wire frame, so reads return Event.Data
 // without encoding. Two indexes, station id + seq and user id + seq, let
 // EventsAfter read one station's or one user's events after a seq by seeking
-// the index, never looking at other channels. The all-stations channel has
+// the index, never looking at other channels. The station index is ordered
+// by epoch (4096 seqs) before station id, so that a commit of telemetry from
+// thousands of stations writes a few index pages, not one per station; a
+// read seeks once per epoch it spans. (Files of earlier versions, whose
+// station index was station-first, are migrated at Open.) The all-stations channel has
 // no index of its own: it walks the log from the requested seq and skips
 // user events (these are a small share of the log, and the walk is
 // sequential).

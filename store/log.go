@@ -222,30 +222,48 @@ func readEvents(btx *bolt.Tx, ch Channel, since, last uint64, limit int, fn func
 	}
 	switch ch.Kind {
 	case OneStation, OneUser:
-		idx := btx.Bucket(bucketIdxStation)
-		if ch.Kind == OneUser {
-			idx = btx.Bucket(bucketIdxUser)
+		idx, epochs := btx.Bucket(bucketIdxUser), false
+		if ch.Kind == OneStation {
+			idx, epochs = btx.Bucket(bucketIdxStation), true
 		}
-		prefix := make([]byte, 0, len(ch.ID)+9)
-		prefix = append(prefix, ch.ID...)
-		prefix = append(prefix, 0)
-		seek := binary.BigEndian.AppendUint64(prefix, since+1)
-		prefix = seek[:len(prefix)]
 		c, evc := idx.Cursor(), evb.Cursor() // one cursor for all lookups: no allocation per event
-		for k, _ := c.Seek(seek); k != nil && bytes.HasPrefix(k, prefix) && (limit <= 0 || n < limit); k, _ = c.Next() {
-			if len(k) != len(prefix)+8 {
-				continue // cannot happen with valid ids; never misread
+		// scan emits the entries under prefix from seek on; it reports
+		// whether the read is complete (limit or last reached).
+		scan := func(prefix, seek []byte) (bool, error) {
+			for k, _ := c.Seek(seek); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+				if limit > 0 && n >= limit {
+					return true, nil
+				}
+				if len(k) != len(prefix)+8 {
+					continue // cannot happen with valid ids; never misread
+				}
+				seqKey := k[len(prefix):]
+				seq := binary.BigEndian.Uint64(seqKey)
+				if seq > last {
+					return true, nil
+				}
+				ek, v := evc.Seek(seqKey)
+				if !bytes.Equal(ek, seqKey) {
+					return false, fmt.Errorf("store: index entry for missing event %d: %w", seq, errCorrupt)
+				}
+				if err := emit(seq, v); err != nil {
+					return false, err
+				}
 			}
-			seqKey := k[len(prefix):]
-			seq := binary.BigEndian.Uint64(seqKey)
-			if seq > last {
-				break
-			}
-			ek, v := evc.Seek(seqKey)
-			if !bytes.Equal(ek, seqKey) {
-				return fmt.Errorf("store: index entry for missing event %d: %w", seq, errCorrupt)
-			}
-			if err := emit(seq, v); err != nil {
+			return limit > 0 && n >= limit, nil
+		}
+		if !epochs {
+			seek := appendIndexKey(nil, ch.ID, since+1)
+			_, err := scan(seek[:len(seek)-8], seek)
+			return err
+		}
+		// One seek per epoch from since+1's to last's.
+		buf := make([]byte, 0, 8+len(ch.ID)+9)
+		from := since + 1
+		for e := from >> indexEpochBits; e <= last>>indexEpochBits; e++ {
+			seek := appendStationIndexKey(buf[:0], ch.ID, max(from, e<<indexEpochBits))
+			done, err := scan(seek[:len(seek)-8], seek)
+			if done || err != nil {
 				return err
 			}
 		}

@@ -35,20 +35,21 @@ const initialMmapSize = (1 << 30) * (strconv.IntSize / 64)
 // Bucket names. Record kinds live in "rec/<kind>" so they can never collide
 // with the store's own buckets.
 var (
-	bucketSys        = []byte("sys")         // lastSeq
-	bucketEvents     = []byte("events")      // be64(seq) → event record
-	bucketIdxStation = []byte("idx_station") // sid 0x00 be64(seq) → ""
-	bucketIdxUser    = []byte("idx_user")    // uid 0x00 be64(seq) → ""
-	bucketStations   = []byte("stations")    // sid → station record
-	bucketUsers      = []byte("users")       // uid → user record
-	bucketTokens     = []byte("user_tokens") // sha256(token) → uid
-	keyLastSeq       = []byte("last_seq")    // be64
-	knownKinds       = []Kind{KindStationState, KindBooking, KindUserBooking, KindCommand, KindMeta}
-	internalBuckets  = [][]byte{bucketSys, bucketEvents, bucketIdxStation, bucketIdxUser, bucketStations, bucketUsers, bucketTokens}
-	recBucketPrefix  = "rec/"
-	errTxDone        = errors.New("store: transaction used after its fn returned")
-	errReadOnly      = errors.New("store: write in a read-only transaction")
-	errUpdateInPanic = errors.New("store: update fn panicked")
+	bucketSys           = []byte("sys")           // lastSeq
+	bucketEvents        = []byte("events")        // be64(seq) → event record
+	bucketIdxStation    = []byte("idx_station_e") // stationIndexKey → ""
+	bucketIdxStationOld = []byte("idx_station")   // sid 0x00 be64(seq): before the epoch prefix; migrated at open
+	bucketIdxUser       = []byte("idx_user")      // uid 0x00 be64(seq) → ""
+	bucketStations      = []byte("stations")      // sid → station record
+	bucketUsers         = []byte("users")         // uid → user record
+	bucketTokens        = []byte("user_tokens")   // sha256(token) → uid
+	keyLastSeq          = []byte("last_seq")      // be64
+	knownKinds          = []Kind{KindStationState, KindBooking, KindUserBooking, KindCommand, KindMeta}
+	internalBuckets     = [][]byte{bucketSys, bucketEvents, bucketIdxStation, bucketIdxUser, bucketStations, bucketUsers, bucketTokens}
+	recBucketPrefix     = "rec/"
+	errTxDone           = errors.New("store: transaction used after its fn returned")
+	errReadOnly         = errors.New("store: write in a read-only transaction")
+	errUpdateInPanic    = errors.New("store: update fn panicked")
 )
 
 // Store is the durable state of swapd. It is safe for concurrent use.
@@ -159,6 +160,9 @@ func (s *Store) init() error {
 			if _, err := btx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("create bucket %s: %w", name, err)
 			}
+		}
+		if err := migrateStationIndex(btx); err != nil {
+			return err
 		}
 		for _, k := range knownKinds {
 			if _, err := btx.CreateBucketIfNotExists(recBucket(k)); err != nil {

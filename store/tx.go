@@ -79,7 +79,7 @@ func (tx *Tx) Append(ev *Event) error {
 	ev.Data = buf[hdr:len(buf):len(buf)]
 
 	// Keys: be64(seq), then the index keys, in one allocation.
-	keys := make([]byte, 8, 8+len(ev.StationID)+len(ev.UserID)+18)
+	keys := make([]byte, 8, 8+len(ev.StationID)+len(ev.UserID)+26)
 	binary.BigEndian.PutUint64(keys, seq)
 	seqKey := keys[:8:8]
 	if err := eventsBucket(tx.btx).Put(seqKey, buf); err != nil {
@@ -87,7 +87,7 @@ func (tx *Tx) Append(ev *Event) error {
 	}
 	if ev.StationID != "" {
 		off := len(keys)
-		keys = appendIndexKey(keys, ev.StationID, seq)
+		keys = appendStationIndexKey(keys, ev.StationID, seq)
 		if err := tx.btx.Bucket(bucketIdxStation).Put(keys[off:], nil); err != nil {
 			return fmt.Errorf("store: append event %d: station index: %w", seq, err)
 		}
@@ -114,11 +114,47 @@ func eventsBucket(btx *bolt.Tx) *bolt.Bucket {
 	return b
 }
 
-// appendIndexKey appends id 0x00 be64(seq).
+// appendIndexKey appends id 0x00 be64(seq): a user index key.
 func appendIndexKey(dst []byte, id string, seq uint64) []byte {
 	dst = append(dst, id...)
 	dst = append(dst, 0)
 	return binary.BigEndian.AppendUint64(dst, seq)
+}
+
+// The station index is ordered by epoch (seq >> indexEpochBits) first, then
+// station, then seq: be64(epoch) sid 0x00 be64(seq). New keys all fall into
+// the newest epoch's few pages, so a commit of thousands of telemetry
+// updates from thousands of stations rewrites a few dozen index pages
+// instead of one page per station (the tail of each station's range, when
+// keys were sid-first). A station's read seeks once per epoch it spans.
+const indexEpochBits = 12
+
+// appendStationIndexKey appends be64(seq>>indexEpochBits) id 0x00 be64(seq).
+func appendStationIndexKey(dst []byte, id string, seq uint64) []byte {
+	dst = binary.BigEndian.AppendUint64(dst, seq>>indexEpochBits)
+	return appendIndexKey(dst, id, seq)
+}
+
+// migrateStationIndex moves the entries of the sid-first station index of
+// earlier versions into the epoch-first one and drops the old bucket.
+func migrateStationIndex(btx *bolt.Tx) error {
+	old := btx.Bucket(bucketIdxStationOld)
+	if old == nil {
+		return nil
+	}
+	idx := btx.Bucket(bucketIdxStation)
+	err := old.ForEach(func(k, _ []byte) error {
+		i := bytes.IndexByte(k, 0)
+		if i < 1 || len(k) != i+9 {
+			return fmt.Errorf("migrate station index: key of %d bytes: %w", len(k), errCorrupt)
+		}
+		// bolt keeps the key until the commit: one allocation each.
+		return idx.Put(appendStationIndexKey(make([]byte, 0, len(k)+8), string(k[:i]), binary.BigEndian.Uint64(k[i+1:])), nil)
+	})
+	if err != nil {
+		return err
+	}
+	return btx.DeleteBucket(bucketIdxStationOld)
 }
 
 func recBucket(kind Kind) []byte { return []byte(recBucketPrefix + string(kind)) }
