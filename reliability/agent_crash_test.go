@@ -241,6 +241,12 @@ func TestAgentCrashMidOutbox(t *testing.T) {
 			t.Errorf("slot %d: reserve indicator set %d times, want once plus at most one restore", slot, n)
 		}
 	}
+	// The agents logged at debug level; the station secret is not in it.
+	for i, p := range []*agentProc{p1, p2} {
+		if out := p.out.String(); strings.Contains(out, secret) || !strings.Contains(out, "level=DEBUG") && !strings.Contains(out, "level=INFO") {
+			t.Errorf("agent %d: the log is empty or contains the station secret", i+1)
+		}
+	}
 	s.rec.mu.Lock()
 	boots := len(s.rec.tel)
 	s.rec.mu.Unlock()
