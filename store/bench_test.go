@@ -171,3 +171,46 @@ func BenchmarkStationSecretHash(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCommitTelemetry is the committer's share of a telemetry message
+// at scale: 5,000 stations, each update putting a 250-byte state record and
+// appending one station event, from 2,048 concurrent writers (so batches are
+// large, as under load). The log holds 200,000 events first, so the
+// indexes have the size of a few minutes of load.
+func BenchmarkCommitTelemetry(b *testing.B) {
+	s := openT(b, "", Options{})
+	const stations = 5000
+	sids := make([]string, stations)
+	for i := range sids {
+		sids[i] = fmt.Sprintf("st-%04d", i)
+	}
+	state := make([]byte, 250)
+	ctx := context.Background()
+	for chunk := range 50 {
+		if _, err := s.Update(ctx, func(tx *Tx) error {
+			for i := range 4000 {
+				sid := sids[(chunk*4000+i)%stations]
+				if err := tx.Put(KindStationState, sid, state); err != nil {
+					return err
+				}
+				if err := tx.Append(&Event{Type: "inventory_update", StationID: sid, Fields: benchFields}); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var n atomic.Int64
+	runWriters(b, 2048, func(int) error {
+		sid := sids[n.Add(7919)%stations]
+		_, err := s.Update(ctx, func(tx *Tx) error {
+			if err := tx.Put(KindStationState, sid, state); err != nil {
+				return err
+			}
+			return tx.Append(&Event{Type: "inventory_update", StationID: sid, Fields: benchFields})
+		})
+		return err
+	})
+}
