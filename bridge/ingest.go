@@ -18,8 +18,9 @@ var telemetryPool = sync.Pool{New: func() any { return new(wire.Telemetry) }}
 // HandlePublish applies one station message and returns once its effects are
 // durably stored. The broker calls it before the PUBACK: an error means the
 // message must not be acknowledged and the station's connection should be
-// closed so that it resends. Errors wrapping wire.ErrBadPayload are malformed
-// messages; errors wrapping ErrStationNotFound come from unknown stations;
+// closed so that it resends — except errors wrapping wire.ErrBadPayload
+// (malformed messages, which no resend can fix: the broker acknowledges and
+// drops them). Errors wrapping ErrStationNotFound come from unknown stations;
 // anything else is a store failure. A duplicate, stale or superseded message
 // returns nil and changes nothing. The station's Will arrives here as a
 // status message.

@@ -132,10 +132,13 @@ type Credentials interface {
 // implemented by the bridge.
 type Handler interface {
 	// HandlePublish runs synchronously on the publishing client's goroutine,
-	// BEFORE the PUBACK is sent. A non-nil error means: do not acknowledge,
-	// drop the packet, and disconnect the client, so that it resends after
-	// reconnecting. kind is status, telemetry or ack. payload must not be
-	// modified; it may be kept.
+	// BEFORE the PUBACK is sent. An error wrapping wire.ErrBadPayload means
+	// the message can never be applied: it is acknowledged (MQTT 5 QoS 1:
+	// PUBACK 0x99), dropped and counted, and the connection stays up, so one
+	// malformed message cannot wedge a station that would resend it forever.
+	// Any other error means: do not acknowledge, drop the packet, and
+	// disconnect the client, so that it resends after reconnecting. kind is
+	// status, telemetry or ack. payload must not be modified; it may be kept.
 	HandlePublish(sid string, kind wire.TopicKind, payload []byte) error
 	// StationConnected / StationDisconnected report a station's MQTT session
 	// going up / down. Must not block.

@@ -3,6 +3,7 @@ package broker
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -464,5 +465,43 @@ func TestMetricsRegistered(t *testing.T) {
 	// A second broker on the same registry is a clear error.
 	if _, err := New(Config{Registerer: reg}, newCreds()); err == nil {
 		t.Error("duplicate registration accepted")
+	}
+}
+
+// TestBadPayloadIsAcknowledgedAndDropped: a payload the handler can never
+// apply (wire.ErrBadPayload) is acknowledged and dropped, the connection
+// stays up, and the next good message is handled; resending it could not
+// help, and withholding the PUBACK would wedge the station forever.
+func TestBadPayloadIsAcknowledgedAndDropped(t *testing.T) {
+	rec := newRecorder()
+	rec.fail = func(n int, sid string, kind wire.TopicKind, payload []byte) error {
+		if string(payload) == "bad" {
+			return fmt.Errorf("%w: test", wire.ErrBadPayload)
+		}
+		return nil
+	}
+	b := startBroker(t, Config{Registerer: prometheus.NewRegistry()}, newCreds("S1", "one"), rec)
+	lost := make(chan error, 1)
+	s1 := mustDial(t, stationOpts(b.Addr(), "S1", "S1", "one").SetConnectionLostHandler(notify(lost)))
+	rec.expect(t, "up", "S1", "", "")
+	topic := wire.Topic("S1", wire.KindTelemetry)
+	if err := wait(t, s1.Publish(topic, 1, false, []byte("bad"))); err != nil {
+		t.Fatalf("a malformed payload must still be acknowledged: %v", err)
+	}
+	rec.expect(t, "publish", "S1", wire.KindTelemetry, "bad")
+	if err := wait(t, s1.Publish(topic, 1, false, []byte("good"))); err != nil {
+		t.Fatalf("the connection must stay usable: %v", err)
+	}
+	rec.expect(t, "publish", "S1", wire.KindTelemetry, "good")
+	select {
+	case err := <-lost:
+		t.Fatalf("connection lost after a malformed payload: %v", err)
+	default:
+	}
+	if !s1.IsConnectionOpen() {
+		t.Fatal("connection closed after a malformed payload")
+	}
+	if got := value(t, b.m.badPayloads); got != 1 {
+		t.Errorf("payloads_rejected_total = %v, want 1", got)
 	}
 }

@@ -40,7 +40,13 @@
 // an error, the packet is not acknowledged, not delivered and not retained,
 // and the connection is closed (MQTT 5 clients first get a DISCONNECT with
 // reason 0x83); the station resends the message after reconnecting. Such a
-// disconnect does not publish the station's Will.
+// disconnect does not publish the station's Will. The exception is an error
+// wrapping wire.ErrBadPayload (malformed JSON, values out of range, a slot
+// beyond the station's count): resending cannot help, so the publish is
+// acknowledged (MQTT 5 QoS 1: PUBACK with reason 0x99, payload format
+// invalid), not delivered, not retained, counted in
+// swapd_broker_payloads_rejected_total and logged, and the connection stays
+// up.
 //
 // A station's Will (its status topic, {"online":false,...}) is delivered to
 // subscribers and retained as usual and also passed to HandlePublish when

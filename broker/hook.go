@@ -134,6 +134,15 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		return pk, nil
 	}
 	if err := hd.HandlePublish(sid, kind, pk.Payload); err != nil {
+		if errors.Is(err, wire.ErrBadPayload) {
+			// Resending cannot fix it: acknowledge, drop, keep the station.
+			h.b.m.badPayloads.Inc()
+			h.b.log.Warn("station payload rejected", "station", sid, "kind", string(kind), "error", err)
+			if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
+				return pk, packets.ErrPayloadFormatInvalid
+			}
+			return pk, packets.CodeSuccessIgnore
+		}
 		h.b.m.handlerErrors.Inc()
 		h.b.log.Warn("station publish not accepted; disconnecting", "station", sid, "kind", string(kind), "error", err)
 		h.b.dropClient(cl, packets.ErrImplementationSpecificError)

@@ -31,6 +31,7 @@ type metrics struct {
 	subDenied     prometheus.Counter
 	oversized     prometheus.Counter
 	handlerErrors prometheus.Counter
+	badPayloads   prometheus.Counter
 	rateLimited   prometheus.Counter
 	connected     prometheus.Gauge
 }
@@ -61,6 +62,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "swapd", Subsystem: "broker", Name: "handler_errors_total",
 			Help: "Station publishes the handler failed; the publish was not acknowledged and the station disconnected.",
 		}),
+		badPayloads: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "swapd", Subsystem: "broker", Name: "payloads_rejected_total",
+			Help: "Station publishes whose payload is malformed; acknowledged (MQTT 5: reason 0x99) and dropped, the connection stays up.",
+		}),
 		rateLimited: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "swapd", Subsystem: "broker", Name: "publishes_rate_limited_total",
 			Help: "Station publishes over the per-station rate that could not wait their turn; the station was disconnected without PUBACK.",
@@ -76,7 +81,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	cs := []prometheus.Collector{refused, m.pubDenied, m.subDenied, m.oversized, m.handlerErrors, m.rateLimited, m.connected}
+	cs := []prometheus.Collector{refused, m.pubDenied, m.subDenied, m.oversized, m.handlerErrors, m.badPayloads, m.rateLimited, m.connected}
 	for i, c := range cs {
 		if err := reg.Register(c); err != nil {
 			for _, done := range cs[:i] {

@@ -180,24 +180,24 @@ func TestBadInputChangesNothing(t *testing.T) {
 		id, user, pass string
 		will           func(*paho.ClientOptions)
 		fn             func(paho.Client, *mqttOutcome)
-		want           string // "refused", "noack", "subfail"
+		want           string // "refused", "noack", "dropped", "subfail"
 	}
 	s1p := secrets["S1"]
 	cases := []mqttCase{
-		{"malformed JSON", "S1", "S1", s1p, nil, pub(s1tel, []byte(`{"boot_id":"boot-1","seq":`)), "noack"},
-		{"wrong types", "S1", "S1", s1p, nil, pub(s1tel, []byte(`{"boot_id":"boot-1","seq":"two","slots":"all"}`)), "noack"},
-		{"huge seq", "S1", "S1", s1p, nil, pub(s1tel, []byte(`{"boot_id":"boot-1","seq":1e30,"slots":[]}`)), "noack"},
-		{"huge soc", "S1", "S1", s1p, nil, pub(s1tel, bytes.Replace(tel(50, 1, 1), []byte(`"soc":1`), []byte(`"soc":1e308`), 1)), "noack"},
-		{"negative slot", "S1", "S1", s1p, nil, pub(s1tel, tel(50, -1, 50)), "noack"},
-		{"slot beyond the station", "S1", "S1", s1p, nil, pub(s1tel, tel(50, 5, 50)), "noack"},
-		{"not an object", "S1", "S1", s1p, nil, pub(s1tel, []byte(`[1,2,3]`)), "noack"},
-		{"invalid UTF-8", "S1", "S1", s1p, nil, pub(s1tel, []byte("\xff\xfe\xfd")), "noack"},
+		{"malformed JSON", "S1", "S1", s1p, nil, pub(s1tel, []byte(`{"boot_id":"boot-1","seq":`)), "dropped"},
+		{"wrong types", "S1", "S1", s1p, nil, pub(s1tel, []byte(`{"boot_id":"boot-1","seq":"two","slots":"all"}`)), "dropped"},
+		{"huge seq", "S1", "S1", s1p, nil, pub(s1tel, []byte(`{"boot_id":"boot-1","seq":1e30,"slots":[]}`)), "dropped"},
+		{"huge soc", "S1", "S1", s1p, nil, pub(s1tel, bytes.Replace(tel(50, 1, 1), []byte(`"soc":1`), []byte(`"soc":1e308`), 1)), "dropped"},
+		{"negative slot", "S1", "S1", s1p, nil, pub(s1tel, tel(50, -1, 50)), "dropped"},
+		{"slot beyond the station", "S1", "S1", s1p, nil, pub(s1tel, tel(50, 5, 50)), "dropped"},
+		{"not an object", "S1", "S1", s1p, nil, pub(s1tel, []byte(`[1,2,3]`)), "dropped"},
+		{"invalid UTF-8", "S1", "S1", s1p, nil, pub(s1tel, []byte("\xff\xfe\xfd")), "dropped"},
 		{"oversize payload", "S1", "S1", s1p, nil, pub(s1tel, bytes.Repeat([]byte("x"), wire.MaxPayload+1)), "noack"},
 		{"spoofed telemetry of S2", "S1", "S1", s1p, nil, pub(wire.Topic("S2", wire.KindTelemetry), tel(1, 1, 50)), "noack"},
 		{"publish to own cmd", "S1", "S1", s1p, nil, pub(wire.Topic("S1", wire.KindCmd), []byte(`{"id":"x","action":"unlock","slot":1}`)), "noack"},
 		{"publish outside the tree", "S1", "S1", s1p, nil, pub("swap/v1/admin", []byte(`{}`)), "noack"},
-		{"bad status", "S1", "S1", s1p, nil, pub(wire.Topic("S1", wire.KindStatus), []byte(`{"online":true}`)), "noack"},
-		{"bad ack", "S1", "S1", s1p, nil, pub(wire.Topic("S1", wire.KindAck), []byte(`{"ok":"yes"}`)), "noack"},
+		{"bad status", "S1", "S1", s1p, nil, pub(wire.Topic("S1", wire.KindStatus), []byte(`{"online":true}`)), "dropped"},
+		{"bad ack", "S1", "S1", s1p, nil, pub(wire.Topic("S1", wire.KindAck), []byte(`{"ok":"yes"}`)), "dropped"},
 		{"subscribe to S2's cmd", "S1", "S1", s1p, nil, func(c paho.Client, o *mqttOutcome) {
 			tok := c.Subscribe(wire.Topic("S2", wire.KindCmd), 1, nil)
 			tok.WaitTimeout(5 * time.Second)
@@ -235,6 +235,16 @@ func TestBadInputChangesNothing(t *testing.T) {
 				}
 				if out.pubErr == nil {
 					t.Errorf("publish was acknowledged; want no PUBACK and a closed connection")
+				}
+			case "dropped":
+				// A payload that can never be applied is acknowledged and
+				// dropped; the station stays connected (withholding the
+				// PUBACK would make it resend the same bytes forever).
+				if out.connErr != nil {
+					t.Fatalf("connect: %v", out.connErr)
+				}
+				if out.pubErr != nil || out.closed {
+					t.Errorf("publish: err %v, closed %v; want a PUBACK and an open connection", out.pubErr, out.closed)
 				}
 			case "subfail":
 				if out.connErr != nil {
