@@ -47,10 +47,20 @@ func cleanMessage(err error, fallback string) string {
 	return strings.TrimPrefix(s, "bridge: ")
 }
 
+// checkID validates an id against the contract's pattern; code is the
+// error code to answer with ("invalid_id" for a path, "invalid_field" for a
+// body field).
+func checkID(code, what, v string) *apiError {
+	if err := wire.CheckID(what, v); err != nil {
+		return errorf(http.StatusBadRequest, code, "%s", strings.TrimPrefix(err.Error(), wire.ErrInvalidID.Error()+": "))
+	}
+	return nil
+}
+
 func pathID(r *http.Request, name, what string) (string, *apiError) {
 	v := r.PathValue(name)
-	if err := wire.CheckID(what, v); err != nil {
-		return "", errorf(http.StatusBadRequest, "invalid_id", "%s", strings.TrimPrefix(err.Error(), wire.ErrInvalidID.Error()+": "))
+	if aerr := checkID("invalid_id", what, v); aerr != nil {
+		return "", aerr
 	}
 	return v, nil
 }
@@ -91,8 +101,8 @@ func (a *API) createBooking(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, aerr)
 		return
 	}
-	if err := wire.CheckID("station_id", req.StationID); err != nil {
-		a.fail(w, r, errorf(http.StatusBadRequest, "invalid_field", "%s", strings.TrimPrefix(err.Error(), wire.ErrInvalidID.Error()+": ")))
+	if aerr := checkID("invalid_field", "station_id", req.StationID); aerr != nil {
+		a.fail(w, r, aerr)
 		return
 	}
 	b, err := a.bridge.Book(r.Context(), userFrom(r), req.StationID)
@@ -251,8 +261,8 @@ func (a *API) createStation(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, aerr)
 		return
 	}
-	if err := wire.CheckID("id", req.ID); err != nil {
-		a.fail(w, r, errorf(http.StatusBadRequest, "invalid_field", "%s", strings.TrimPrefix(err.Error(), wire.ErrInvalidID.Error()+": ")))
+	if aerr := checkID("invalid_field", "id", req.ID); aerr != nil {
+		a.fail(w, r, aerr)
 		return
 	}
 	switch {
@@ -325,8 +335,8 @@ func (a *API) createUser(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, aerr)
 		return
 	}
-	if err := wire.CheckID("id", req.ID); err != nil {
-		a.fail(w, r, errorf(http.StatusBadRequest, "invalid_field", "%s", strings.TrimPrefix(err.Error(), wire.ErrInvalidID.Error()+": ")))
+	if aerr := checkID("invalid_field", "id", req.ID); aerr != nil {
+		a.fail(w, r, aerr)
 		return
 	}
 	token := NewSecret()
@@ -354,8 +364,8 @@ func (a *API) sendNotification(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, aerr)
 		return
 	}
-	if err := wire.CheckID("user_id", req.UserID); err != nil {
-		a.fail(w, r, errorf(http.StatusBadRequest, "invalid_field", "%s", strings.TrimPrefix(err.Error(), wire.ErrInvalidID.Error()+": ")))
+	if aerr := checkID("invalid_field", "user_id", req.UserID); aerr != nil {
+		a.fail(w, r, aerr)
 		return
 	}
 	if req.Level == "" {
