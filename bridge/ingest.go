@@ -50,7 +50,7 @@ func (b *Bridge) handleTelemetry(s *station, payload []byte) error {
 	slots := t.Slots[:cap(t.Slots)]
 	clear(slots)
 	*t = wire.Telemetry{Slots: slots[:0]}
-	if err := json.Unmarshal(payload, t); err != nil {
+	if err := decodeTelemetry(payload, t); err != nil {
 		return fmt.Errorf("%w: telemetry from %s: %v", wire.ErrBadPayload, s.info.ID, err)
 	}
 	if err := t.Validate(s.info.Slots); err != nil {
