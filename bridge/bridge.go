@@ -96,6 +96,8 @@ type Bridge struct {
 	startOnce sync.Once
 	closeOnce sync.Once
 	started   bool
+	// tickedOnce: the timer loop ran once.
+	tickedOnce atomic.Bool
 }
 
 type sendReq struct {
@@ -614,14 +616,25 @@ func (b *Bridge) ticker() {
 
 // tick applies the clock to every station: liveness, booking expiry and
 // offline failure, command retries and command timeouts.
+//
+// A station with no timer due and no command in flight is skipped without
+// copying its state (most stations, most seconds). The first tick after
+// Start looks at every station, so that a changed domain setting (a
+// threshold) is published once even for stations that stay quiet.
 func (b *Bridge) tick(now time.Time) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	offlineAfter := 3 * b.cfg.SnapshotInterval
+	all := !b.tickedOnce.Swap(true)
 	for _, s := range b.allStations() {
 		if b.closed() {
 			return
 		}
 		s.mu.Lock()
+		if !all && len(s.cmds) == 0 && !s.reconnected.Load() && !b.m.timersDue(&s.st, now, offlineAfter, b.cfg.OfflineFail) {
+			s.mu.Unlock()
+			continue
+		}
 		if err := b.tickStation(ctx, s, now); err != nil {
 			b.log.Warn("bridge: timers", "station", s.info.ID, "err", err)
 		}

@@ -526,6 +526,29 @@ func (m *machine) collect(prev *StationState, bookingID string, now time.Time) (
 // timers applies the clock: inactivity (no message for offlineAfter marks
 // the station offline), hold and charge-wait expiry, and the offline period
 // that fails bookings.
+// timersDue reports whether timers could change st at now: the liveness
+// timeout has passed, or an active reservation has reached its expiry or
+// its station's offline limit. When it reports false, timers returns st
+// unchanged with no effects (st was finished by the commit that stored it).
+func (m *machine) timersDue(st *StationState, now time.Time, offlineAfter, offlineFail time.Duration) bool {
+	if st.Online && !st.LastSeen.IsZero() && now.Sub(st.LastSeen) >= offlineAfter {
+		return true
+	}
+	for i := range st.Slots {
+		r := &st.Slots[i].Res
+		if !r.active() {
+			continue
+		}
+		if !st.Online && !st.OfflineSince.IsZero() && now.Sub(st.OfflineSince) >= offlineFail {
+			return true
+		}
+		if !r.ExpiresAt.IsZero() && !now.Before(r.ExpiresAt) {
+			return true
+		}
+	}
+	return false
+}
+
 func (m *machine) timers(prev *StationState, now time.Time, offlineAfter, offlineFail time.Duration) (StationState, effects) {
 	var eff effects
 	next := prev.clone()

@@ -499,3 +499,51 @@ func TestInventoryAddsUp(t *testing.T) {
 		t.Fatalf("counts %+v do not add up", inv)
 	}
 }
+
+// timersDue is the tick's shortcut: whenever it says nothing is due, timers
+// changes nothing; and it says due for each timer that fires.
+func TestTimersDue(t *testing.T) {
+	m := testMachine()
+	const offlineAfter, offlineFail = 3 * time.Minute, 10 * time.Minute
+	// offline is st after its station went offline at at, finished as a
+	// commit stores it.
+	offline := func(st StationState, at time.Time) StationState {
+		st = st.clone()
+		markOffline(&st, at)
+		var eff effects
+		m.finish(&st, &eff, at)
+		return st
+	}
+	fresh := newStation("S0", 4)
+	fresh.Inv = m.inventory(&fresh) // as the bridge creates it
+	states := map[string]StationState{
+		"new":            fresh,
+		"online":         online4(t, m),
+		"booked":         booked(t, m),
+		"offline":        offline(online4(t, m), t0),
+		"booked offline": offline(booked(t, m), t0),
+	}
+	for name, st := range states {
+		for _, d := range []time.Duration{0, time.Minute, offlineAfter - 1, offlineAfter, offlineFail, 15 * time.Minute, time.Hour} {
+			now := t0.Add(d)
+			next, eff := m.timers(&st, now, offlineAfter, offlineFail)
+			changed := !eff.empty() || next.Online != st.Online
+			if due := m.timersDue(&st, now, offlineAfter, offlineFail); !due && changed {
+				t.Errorf("%s at +%v: timersDue false, but timers changed the state (events %v)", name, d, types(eff))
+			}
+		}
+	}
+	for _, c := range []struct {
+		name string
+		st   StationState
+		at   time.Duration
+	}{
+		{"liveness", online4(t, m), offlineAfter},
+		{"hold expiry", booked(t, m), 15 * time.Minute},
+		{"offline fail", offline(booked(t, m), t0), offlineFail},
+	} {
+		if !m.timersDue(&c.st, t0.Add(c.at), offlineAfter, offlineFail) {
+			t.Errorf("%s: not due at +%v", c.name, c.at)
+		}
+	}
+}
