@@ -215,10 +215,14 @@ func New(cfg Config, creds Credentials) (*Broker, error) {
 		quit:     make(chan struct{}),
 	}
 	b.srv = mqtt.New(&mqtt.Options{
-		Capabilities:           caps,
-		InlineClient:           true,
-		Logger:                 log.With("component", "mqtt"),
-		SysTopicResendInterval: 60, // nobody may read $SYS; keep its ticker slow
+		Capabilities: caps,
+		InlineClient: true,
+		// mochi's per-connection read buffer (2 KiB by default) is held
+		// for the connection's life; 1 KiB holds a few partial telemetry
+		// messages, and larger packets are read past it directly.
+		ClientNetReadBufferSize: 1024,
+		Logger:                  log.With("component", "mqtt"),
+		SysTopicResendInterval:  60, // nobody may read $SYS; keep its ticker slow
 	})
 	if err := b.srv.AddHook(&hook{b: b}, nil); err != nil {
 		return nil, fmt.Errorf("broker: add hook: %w", err)
