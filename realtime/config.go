@@ -62,14 +62,16 @@ type Config struct {
 	// take a write within it is disconnected. 0 means 10s.
 	WriteTimeout time.Duration
 	// QueueMessages and QueueBytes bound a connection's queue of frames not
-	// yet written. A client over either bound is closed with 1013 (slow
-	// consumer). 0 means 16384 messages and 8 MiB. The defaults are sized
-	// for bursts: one store commit (up to store.DefaultMaxBatch updates,
-	// each with one or a few events) reaches an all-stations client in one
-	// Publish, and must not close a healthy client. Queued frames are
-	// shared by every connection they go to, so a connection's own memory
-	// is its queue array (32 bytes per message); QueueBytes bounds what a
-	// stalled client keeps alive.
+	// yet written. They are checked when the events of a commit arrive (one
+	// Publish): a client still holding more than they allow is slow and is
+	// closed with 1013. The events of one commit are queued in full, up to
+	// 8 times the bounds, so a large commit (up to store.DefaultMaxBatch
+	// updates, each with one or a few events, handed over at once) never
+	// closes a client that keeps up. Replies (pong, error) are checked one
+	// by one. 0 means 16384 messages and 8 MiB. Event frames are shared by
+	// every connection they go to, so a connection's own memory is its
+	// queue array (32 bytes per message); QueueBytes bounds what a stalled
+	// client keeps alive.
 	QueueMessages int
 	QueueBytes    int
 	// MaxConnsPerUser bounds the open sockets of one user (by token);

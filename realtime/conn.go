@@ -67,18 +67,45 @@ type client struct {
 	closeCode   int // 0: close without a close frame
 	closeReason string
 	pingTimer   *time.Timer
+	burst       uint64 // the Publish call that queued the last event
 }
 
-// enqueue adds a frame; a client over its queue bounds is closed with 1013.
-// It never blocks on the network.
+// enqueue adds a reply frame (pong, error); a client over its queue bounds
+// is closed with 1013. It never blocks on the network.
 func (c *client) enqueue(seq uint64, data []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.enqueueLocked(seq, data, true)
+}
+
+// burstLimit is how far one burst may take a queue past its bounds (as a
+// multiple of them) before the client is closed anyway.
+const burstLimit = 8
+
+// enqueueEvent adds an event frame of the Publish call numbered burst. The
+// queue bounds apply when a burst begins: a client that still holds more
+// than they allow when the next commit's events arrive is slow and is
+// closed with 1013. Within a burst the queue may grow to burstLimit times
+// the bounds, so that one large commit (thousands of events handed over at
+// once) never closes a client that keeps up.
+func (c *client) enqueueEvent(seq uint64, data []byte, burst uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	start := c.burst != burst
+	c.burst = burst
+	c.enqueueLocked(seq, data, start)
+}
+
+func (c *client) enqueueLocked(seq uint64, data []byte, check bool) {
 	if c.state != stateOpen {
 		return
 	}
 	cfg := &c.hub.cfg
-	if len(c.queue) >= cfg.QueueMessages || c.qbytes+len(data) > cfg.QueueBytes {
+	limit := 1
+	if !check {
+		limit = burstLimit
+	}
+	if len(c.queue) >= limit*cfg.QueueMessages || c.qbytes+len(data) > limit*cfg.QueueBytes {
 		clear(c.queue)
 		c.queue = c.queue[:0]
 		c.qbytes = 0

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -33,6 +34,7 @@ type Hub struct {
 	readPool sync.Pool
 	m        *metrics
 	wg       sync.WaitGroup // handshakes, readers, writers
+	bursts   atomic.Uint64  // Publish calls so far
 
 	mu        sync.RWMutex
 	closed    bool
@@ -104,7 +106,8 @@ func (h *Hub) Register(mux *http.ServeMux) {
 // Publish fans events out to the connections subscribed to their channels.
 // It is the store's commit listener: called from one goroutine, with events
 // in seq order. It never blocks on the network; a connection whose queue is
-// full is closed instead. The hub keeps ev.Data until written: callers must
+// over its bounds when a Publish begins is closed instead (one Publish, a
+// commit's events, may take a queue past the bounds; see Config). The hub keeps ev.Data until written: callers must
 // not modify it afterwards.
 func (h *Hub) Publish(events []store.Event) {
 	h.mu.RLock()
@@ -112,6 +115,7 @@ func (h *Hub) Publish(events []store.Event) {
 	if h.closed {
 		return
 	}
+	burst := h.bursts.Add(1)
 	for i := range events {
 		ev := &events[i]
 		if len(ev.Data) == 0 {
@@ -119,7 +123,7 @@ func (h *Hub) Publish(events []store.Event) {
 		}
 		if ev.UserID != "" {
 			for c := range h.byUser[ev.UserID] {
-				c.enqueue(ev.Seq, ev.Data)
+				c.enqueueEvent(ev.Seq, ev.Data, burst)
 			}
 			continue
 		}
@@ -127,10 +131,10 @@ func (h *Hub) Publish(events []store.Event) {
 			continue
 		}
 		for c := range h.all {
-			c.enqueue(ev.Seq, ev.Data)
+			c.enqueueEvent(ev.Seq, ev.Data, burst)
 		}
 		for c := range h.byStation[ev.StationID] {
-			c.enqueue(ev.Seq, ev.Data)
+			c.enqueueEvent(ev.Seq, ev.Data, burst)
 		}
 	}
 }

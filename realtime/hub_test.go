@@ -654,3 +654,66 @@ func TestReplayInterrupted(t *testing.T) {
 		t.Fatalf("after the gap: %+v, %v; want close 1013", m, err)
 	}
 }
+
+// TestBurstOverBounds: one Publish (one commit's events) larger than the
+// queue bounds reaches a client that keeps up, in full.
+func TestBurstOverBounds(t *testing.T) {
+	const bound = 16
+	e := newEnv(t, Config{QueueMessages: bound, QueueBytes: 1 << 20}, store.Options{})
+	c := e.mustDial("/ws/stations/", nil)
+	for range 3 { // hello and two snapshots
+		readMsg(t, c)
+	}
+	n := (burstLimit - 1) * bound // far over the bounds, within the burst limit
+	seq := e.st.LastSeq() + 1000
+	evs := make([]store.Event, 0, n)
+	for range n {
+		seq++
+		evs = append(evs, store.Event{Seq: seq, StationID: "s1", Type: wire.TypeInventoryUpdate,
+			Data: wire.EncodeEvent(nil, wire.TypeInventoryUpdate, seq, time.Now(), []byte(`{"station_id":"s1"}`))})
+	}
+	e.hub.Publish(evs)
+	if got := readUntil(t, c, seq); len(got) != n {
+		t.Fatalf("got %d events of a %d-event burst", len(got), n)
+	}
+	if v := e.metricValue("swapd_ws_slow_client_closes_total", "", ""); v != 0 {
+		t.Fatalf("%v slow closes after a burst the client kept up with", v)
+	}
+}
+
+// TestBurstBounds checks the queue rule on a client whose writer does not
+// run (as during its handshake), so nothing drains: a burst may pass the
+// bounds up to burstLimit times; the next burst finds the queue over them
+// and closes the client; so does a single burst past the limit.
+func TestBurstBounds(t *testing.T) {
+	const bound = 16
+	e := newEnv(t, Config{QueueMessages: bound, QueueBytes: 1 << 20}, store.Options{})
+	frame := []byte(`{"type":"inventory_update"}`)
+	fill := func(c *client, burst uint64, n int) {
+		for i := range n {
+			c.enqueueEvent(uint64(i+1), frame, burst)
+		}
+	}
+	c := &client{hub: e.hub}
+	fill(c, 1, burstLimit*bound)
+	if !c.open() || len(c.queue) != burstLimit*bound {
+		t.Fatalf("burst of %d closed the client (queue %d)", burstLimit*bound, len(c.queue))
+	}
+	fill(c, 2, 1)
+	if c.open() {
+		t.Fatal("a new burst found the queue over its bounds and did not close the client")
+	}
+
+	c = &client{hub: e.hub}
+	fill(c, 1, burstLimit*bound+1)
+	if c.open() {
+		t.Fatal("a burst past the burst limit did not close the client")
+	}
+
+	c = &client{hub: e.hub}
+	fill(c, 1, bound-1)
+	fill(c, 2, 1)
+	if !c.open() {
+		t.Fatal("a queue within its bounds at a burst's start closed the client")
+	}
+}
