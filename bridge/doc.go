@@ -8,7 +8,9 @@
 // Per station, a StationState record (store.KindStationState): online,
 // maintenance, current and superseded boot ids, last telemetry seq,
 // last_seen, every slot's reported state and the reservation overlay of the
-// active booking on it. Bookings (store.KindBooking, indexed by
+// active booking on it, in a compact binary record written on every
+// telemetry (see statecodec.go; JSON records of earlier versions still
+// load). Bookings (store.KindBooking, indexed by
 // store.KindUserBooking "uid/id") store wire.Booking as JSON. Commands
 // (store.KindCommand) store the wire.Command and its state: queued, sent,
 // acked, failed.
