@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/swapbridge/swapbridge/wire"
@@ -136,23 +137,36 @@ func appendStationIndexKey(dst []byte, id string, seq uint64) []byte {
 }
 
 // migrateStationIndex moves the entries of the sid-first station index of
-// earlier versions into the epoch-first one and drops the old bucket.
+// earlier versions into the epoch-first one and drops the old bucket, in
+// one transaction. The new keys are put in their order (a bolt node takes
+// in-order keys at its end; in the old order every put would move half of
+// a node of up to a million entries) and pages are filled, since old
+// epochs never change again.
 func migrateStationIndex(btx *bolt.Tx) error {
 	old := btx.Bucket(bucketIdxStationOld)
 	if old == nil {
 		return nil
 	}
-	idx := btx.Bucket(bucketIdxStation)
+	var keys [][]byte
 	err := old.ForEach(func(k, _ []byte) error {
 		i := bytes.IndexByte(k, 0)
 		if i < 1 || len(k) != i+9 {
 			return fmt.Errorf("migrate station index: key of %d bytes: %w", len(k), errCorrupt)
 		}
-		// bolt keeps the key until the commit: one allocation each.
-		return idx.Put(appendStationIndexKey(make([]byte, 0, len(k)+8), string(k[:i]), binary.BigEndian.Uint64(k[i+1:])), nil)
+		// bolt keeps a key until the commit: one allocation each.
+		keys = append(keys, appendStationIndexKey(make([]byte, 0, len(k)+8), string(k[:i]), binary.BigEndian.Uint64(k[i+1:])))
+		return nil
 	})
 	if err != nil {
 		return err
+	}
+	slices.SortFunc(keys, bytes.Compare)
+	idx := btx.Bucket(bucketIdxStation)
+	idx.FillPercent = 1.0
+	for _, k := range keys {
+		if err := idx.Put(k, nil); err != nil {
+			return fmt.Errorf("migrate station index: %w", err)
+		}
 	}
 	return btx.DeleteBucket(bucketIdxStationOld)
 }
