@@ -403,6 +403,19 @@ func joinWhy(s []string) string {
 }
 
 // progressLoop prints a status line every second until stop.
+// start runs the progress loop until the returned stop function is called;
+// stop also closes every connection of the run.
+func (r *runner) start(w io.Writer) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { r.progressLoop(w, done) })
+	return func() {
+		close(done)
+		wg.Wait()
+		r.closeAll()
+	}
+}
+
 func (r *runner) progressLoop(w io.Writer, stop <-chan struct{}) {
 	if w == nil {
 		return

@@ -188,15 +188,7 @@ func (r *runner) goMemory(ctx context.Context) (int64, bool) {
 // cfg.Rate until one is not good).
 func runTelemetry(ctx context.Context, cfg Config, tgt *target, rep *Report) error {
 	r := newRunner(cfg, tgt, runPrefix(cfg.Scenario))
-	stop := make(chan struct{})
-	var pw sync.WaitGroup
-	pw.Add(1)
-	go func() { defer pw.Done(); r.progressLoop(cfg.Progress, stop) }()
-	defer func() {
-		close(stop)
-		pw.Wait()
-		r.closeAll()
-	}()
+	defer r.start(cfg.Progress)()
 	toggle := min(cfg.Slots, 8)
 	if err := setupStations(ctx, r, rep, toggle, 60); err != nil {
 		return err
@@ -226,15 +218,7 @@ func runTelemetry(ctx context.Context, cfg Config, tgt *target, rep *Report) err
 // id and its full snapshot, while HTTP probes measure the API.
 func runStorm(ctx context.Context, cfg Config, tgt *target, rep *Report) error {
 	r := newRunner(cfg, tgt, runPrefix(cfg.Scenario))
-	stop := make(chan struct{})
-	var pw sync.WaitGroup
-	pw.Add(1)
-	go func() { defer pw.Done(); r.progressLoop(cfg.Progress, stop) }()
-	defer func() {
-		close(stop)
-		pw.Wait()
-		r.closeAll()
-	}()
+	defer r.start(cfg.Progress)()
 	if err := setupStations(ctx, r, rep, 0, 95); err != nil {
 		return err
 	}
@@ -362,15 +346,7 @@ func runRush(ctx context.Context, cfg Config, tgt *target, rep *Report) error {
 	for i := range r.users {
 		r.users[i] = &user{id: fmt.Sprintf("%s-u%04d", r.prefix, i)}
 	}
-	stop := make(chan struct{})
-	var pw sync.WaitGroup
-	pw.Add(1)
-	go func() { defer pw.Done(); r.progressLoop(cfg.Progress, stop) }()
-	defer func() {
-		close(stop)
-		pw.Wait()
-		r.closeAll()
-	}()
+	defer r.start(cfg.Progress)()
 	if err := setupStations(ctx, r, rep, 0, 95); err != nil {
 		return err
 	}
