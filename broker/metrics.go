@@ -46,30 +46,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}, []string{"reason"})
 	m := &metrics{
 		refused: make(map[string]prometheus.Counter, len(refuseReasons)),
-		pubDenied: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "swapd", Subsystem: "broker", Name: "publishes_denied_total",
-			Help: "MQTT publishes denied by the station ACL.",
-		}),
-		subDenied: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "swapd", Subsystem: "broker", Name: "subscribes_denied_total",
-			Help: "MQTT subscriptions (and deliveries) denied by the station ACL.",
-		}),
-		oversized: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "swapd", Subsystem: "broker", Name: "packets_oversized_total",
-			Help: "MQTT packets or payloads refused for their size; the connection is closed.",
-		}),
-		handlerErrors: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "swapd", Subsystem: "broker", Name: "handler_errors_total",
-			Help: "Station publishes the handler failed; the publish was not acknowledged and the station disconnected.",
-		}),
-		badPayloads: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "swapd", Subsystem: "broker", Name: "payloads_rejected_total",
-			Help: "Station publishes whose payload is malformed; acknowledged (MQTT 5: reason 0x99) and dropped, the connection stays up.",
-		}),
-		rateLimited: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "swapd", Subsystem: "broker", Name: "publishes_rate_limited_total",
-			Help: "Station publishes over the per-station rate that could not wait their turn; the station was disconnected without PUBACK.",
-		}),
+		pubDenied: counter("publishes_denied_total",
+			"MQTT publishes denied by the station ACL."),
+		subDenied: counter("subscribes_denied_total",
+			"MQTT subscriptions (and deliveries) denied by the station ACL."),
+		oversized: counter("packets_oversized_total",
+			"MQTT packets or payloads refused for their size; the connection is closed."),
+		handlerErrors: counter("handler_errors_total",
+			"Station publishes the handler failed; the publish was not acknowledged and the station disconnected."),
+		badPayloads: counter("payloads_rejected_total",
+			"Station publishes whose payload is malformed; acknowledged (MQTT 5: reason 0x99) and dropped, the connection stays up."),
+		rateLimited: counter("publishes_rate_limited_total",
+			"Station publishes over the per-station rate that could not wait their turn; the station was disconnected without PUBACK."),
 		connected: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "swapd", Subsystem: "broker", Name: "stations_connected",
 			Help: "Stations with a live MQTT connection.",
@@ -91,4 +79,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// counter is a swapd_broker_… counter.
+func counter(name, help string) prometheus.Counter {
+	return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "swapd", Subsystem: "broker", Name: name, Help: help})
 }
