@@ -35,6 +35,7 @@ type Bridge interface {
 	StationProvisioned(ctx context.Context, st store.Station) error
 	StationViews() ([]wire.StationView, error)
 	StationView(stationID string) (wire.StationView, error)
+	StationExists(stationID string) bool
 }
 
 // Store is the part of the store the API reads and provisions through.

@@ -211,8 +211,8 @@ func (a *API) listEvents(w http.ResponseWriter, r *http.Request) {
 			a.fail(w, r, errorf(http.StatusBadRequest, "invalid_id", "station_id is not a valid station id"))
 			return
 		}
-		if _, err := a.bridge.StationView(sid); err != nil {
-			a.fail(w, r, err)
+		if !a.bridge.StationExists(sid) {
+			a.fail(w, r, errorf(http.StatusNotFound, "station_not_found", "no such station"))
 			return
 		}
 		ch = store.Channel{Kind: store.OneStation, ID: sid}
