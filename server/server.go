@@ -41,10 +41,11 @@ type Server struct {
 	adminToken     string
 	adminTokenPath string
 
-	limiter *api.IPLimiter
-	httpSrv *http.Server
-	httpLn  net.Listener
-	httpErr chan error
+	limiter  *api.IPLimiter
+	httpSrv  *http.Server
+	httpLn   net.Listener
+	httpErr  chan error    // the Serve goroutine's result, for Run
+	httpDone chan struct{} // closed when the Serve goroutine has returned
 
 	started      atomic.Bool
 	shutdownOnce sync.Once
@@ -251,7 +252,11 @@ func (s *Server) Start(ctx context.Context) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	s.httpErr = make(chan error, 1)
-	go func() { s.httpErr <- s.httpSrv.Serve(ln) }()
+	s.httpDone = make(chan struct{})
+	go func() {
+		defer close(s.httpDone)
+		s.httpErr <- s.httpSrv.Serve(ln)
+	}()
 	s.started.Store(true)
 	s.log.Info("swapd started", "mqtt", s.broker.Addr(), "http", ln.Addr().String(), "data_dir", s.cfg.DataDir)
 	if s.adminTokenPath != "" {
@@ -303,6 +308,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			if err := s.httpSrv.Shutdown(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("http: %w", err))
 			}
+			<-s.httpDone // Serve returns at once after Shutdown starts
 		}
 		if s.hub != nil {
 			if err := s.hub.Shutdown(ctx); err != nil {
