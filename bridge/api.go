@@ -28,7 +28,7 @@ func (b *Bridge) Book(ctx context.Context, userID, stationID string) (wire.Booki
 	if err != nil {
 		return wire.Booking{}, err
 	}
-	s.mu.Lock()
+	b.lockStation(s)
 	defer s.mu.Unlock()
 	if b.closed() {
 		return wire.Booking{}, ErrClosed
@@ -168,7 +168,7 @@ func (b *Bridge) bookingOp(ctx context.Context, userID, bookingID string, op fun
 	if err != nil {
 		return wire.Booking{}, err
 	}
-	s.mu.Lock()
+	b.lockStation(s)
 	c, ok := op(s)
 	if !ok {
 		s.mu.Unlock()
@@ -240,7 +240,7 @@ func (b *Bridge) SetOperatorStatus(ctx context.Context, stationID, status string
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
+	b.lockStation(s)
 	defer s.mu.Unlock()
 	if s.st.Maintenance == on {
 		return nil
@@ -263,7 +263,7 @@ func (b *Bridge) StationProvisioned(ctx context.Context, st store.Station) error
 		return fmt.Errorf("%w: slots must be 1..%d", ErrBadRequest, wire.MaxSlots)
 	}
 	s := b.addStation(st)
-	s.mu.Lock()
+	b.lockStation(s)
 	defer s.mu.Unlock()
 	exists := false
 	err := b.store.View(func(tx *store.Tx) error {
@@ -292,7 +292,7 @@ func (b *Bridge) StationViews() ([]wire.StationView, error) {
 	all := b.allStations()
 	out := make([]wire.StationView, 0, len(all))
 	for _, s := range all {
-		s.mu.Lock()
+		b.lockStation(s)
 		out = append(out, b.view(s, false))
 		s.mu.Unlock()
 	}
@@ -305,7 +305,7 @@ func (b *Bridge) StationView(stationID string) (wire.StationView, error) {
 	if err != nil {
 		return wire.StationView{}, err
 	}
-	s.mu.Lock()
+	b.lockStation(s)
 	defer s.mu.Unlock()
 	return b.view(s, true), nil
 }
@@ -354,7 +354,7 @@ func (b *Bridge) InventorySnapshots(stationID string) ([]wire.InventoryUpdate, e
 	}
 	out := make([]wire.InventoryUpdate, 0, len(list))
 	for _, s := range list {
-		s.mu.Lock()
+		b.lockStation(s)
 		out = append(out, wire.InventoryUpdate{StationID: s.info.ID, Inventory: b.m.inventory(&s.st), Snapshot: true})
 		s.mu.Unlock()
 	}

@@ -64,9 +64,11 @@ type commandRec struct {
 
 func (c *commandRec) pending() bool { return c.State == cmdQueued || c.State == cmdSent }
 
-// station is the in-memory cache of one station, serialized by mu. mu is
-// held across the store commit of every change to the station, its bookings
-// and its commands.
+// station is the in-memory cache of one station, serialized by mu (taken
+// with Bridge.lockStation). mu is held across the store commit of every
+// change to the station, its bookings and its commands, except for the
+// pipelined telemetry commits of SubmitPublish (see pipeline.go): st may be
+// ahead of the store by those, which are tracked by inflight.
 type station struct {
 	mu       sync.Mutex
 	info     store.Station
@@ -76,6 +78,18 @@ type station struct {
 	// reconnected is set by StationConnected; the next tick resends every
 	// pending command.
 	reconnected atomic.Bool
+
+	// broken is set when a pipelined commit of the station failed: every
+	// later commit of the station fails in its transaction until
+	// lockStation has reloaded st from the store.
+	broken atomic.Bool
+	// pmu guards inflight (pipelined commits queued, not yet answered) and
+	// drained (closed when inflight drops to 0, if someone waits). It is
+	// taken on the store's committer goroutine and never held while
+	// waiting.
+	pmu      sync.Mutex
+	inflight int
+	drained  chan struct{}
 }
 
 // Bridge turns station messages into state, events and bookings. See the
@@ -368,6 +382,9 @@ func (b *Bridge) commit(ctx context.Context, s *station, c *change, now time.Tim
 		}
 	}
 	_, err = b.store.Update(ctx, func(tx *store.Tx) error {
+		if s.broken.Load() {
+			return errResync
+		}
 		if err := tx.Put(store.KindStationState, s.info.ID, stateRec); err != nil {
 			return err
 		}
@@ -581,7 +598,7 @@ func (b *Bridge) markSent(reqs []sendReq) {
 		if s == nil {
 			continue
 		}
-		s.mu.Lock()
+		b.lockStation(s)
 		if r := s.cmds[req.cmdID]; r != nil && r.State == cmdQueued {
 			r.State = cmdSent
 		}
@@ -630,7 +647,7 @@ func (b *Bridge) tick(now time.Time) {
 		if b.closed() {
 			return
 		}
-		s.mu.Lock()
+		b.lockStation(s)
 		if !all && len(s.cmds) == 0 && !s.reconnected.Load() && !b.m.timersDue(&s.st, now, offlineAfter, b.cfg.OfflineFail) {
 			s.mu.Unlock()
 			continue

@@ -56,7 +56,7 @@ func (b *Bridge) handleTelemetry(s *station, payload []byte) error {
 	if err := t.Validate(s.info.Slots); err != nil {
 		return fmt.Errorf("bridge: telemetry from %s: %w", s.info.ID, err)
 	}
-	s.mu.Lock()
+	b.lockStation(s)
 	defer s.mu.Unlock()
 	now := b.cfg.Clock()
 	next, eff := b.m.telemetry(&s.st, t, now)
@@ -64,6 +64,7 @@ func (b *Bridge) handleTelemetry(s *station, payload []byte) error {
 		if eff.Snapshot {
 			b.requestSnapshot(s, now)
 		}
+		b.waitDurable(s) // acknowledged once what it duplicates is durable
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
@@ -85,11 +86,12 @@ func (b *Bridge) handleStatus(s *station, payload []byte) error {
 	if st.BootID == "" || len(st.BootID) > 128 {
 		return fmt.Errorf("%w: status from %s: boot_id must be 1..128 bytes", wire.ErrBadPayload, s.info.ID)
 	}
-	s.mu.Lock()
+	b.lockStation(s)
 	defer s.mu.Unlock()
 	now := b.cfg.Clock()
 	next, eff := b.m.status(&s.st, &st, now)
 	if eff.Ignored {
+		b.waitDurable(s) // acknowledged once the state it was judged on is durable
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
@@ -105,11 +107,14 @@ func (b *Bridge) handleAck(s *station, payload []byte) error {
 	if ack.ID == "" || len(ack.ID) > 128 || len(ack.Error) > 1024 {
 		return fmt.Errorf("%w: ack from %s: id must be 1..128 bytes, error at most 1024", wire.ErrBadPayload, s.info.ID)
 	}
-	s.mu.Lock()
+	b.lockStation(s)
 	defer s.mu.Unlock()
 	r := s.cmds[ack.ID]
 	if r == nil {
-		return nil // a snapshot, a repeated ack, or a command already settled
+		// A snapshot, a repeated ack, or a command already settled;
+		// acknowledged once the station's queued commits are durable.
+		b.waitDurable(s)
+		return nil
 	}
 	now := b.cfg.Clock()
 	upd := *r

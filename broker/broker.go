@@ -108,6 +108,14 @@ type Config struct {
 	PublishRate  float64
 	PublishBurst int
 	PublishWait  time.Duration
+	// PipelineDepth is how many QoS 1 publishes of one connection may be
+	// in the Handler at once when it is a PipelineHandler: the connection
+	// is read on while earlier publishes are committed, and their PUBACKs
+	// are written in order as each is done. A connection with this many
+	// unacknowledged publishes is not read until the oldest is done.
+	// 0 → ReceiveMaximum; negative: one at a time, each acknowledged
+	// before the next is read (as with a plain Handler).
+	PipelineDepth int
 
 	// NotFound is the error (matched with errors.Is) the Credentials return
 	// for an unknown station, e.g. store.ErrNotFound. Other errors refuse the
@@ -251,6 +259,9 @@ func (c *Config) fill() error {
 	}
 	if err := def(&c.ReceiveMaximum, DefaultReceiveMaximum, "receive maximum", math.MaxUint16); err != nil {
 		return err
+	}
+	if c.PipelineDepth == 0 {
+		c.PipelineDepth = c.ReceiveMaximum
 	}
 	if err := def(&c.MaxInflight, DefaultMaxInflight, "max inflight", math.MaxUint16); err != nil {
 		return err

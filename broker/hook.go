@@ -103,7 +103,10 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 // OnPublish hands a station publish to the Handler before mochi
 // acknowledges it. Returning ErrRejectPacket makes mochi drop the packet
 // without PUBACK, retain or delivery; the connection is closed first, so
-// the station resends after reconnecting.
+// the station resends after reconnecting. With a PipelineHandler, a QoS 1
+// publish that is not retained goes to the connection's ackQueue instead:
+// it is submitted, mochi is told to drop it (ErrRejectPacket), and the
+// queue writes its PUBACK once the handler reports it done.
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline {
 		return pk, nil
@@ -132,6 +135,16 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	hd := h.b.handler
 	if hd == nil {
 		return pk, nil
+	}
+	if tc, ok := cl.Net.Conn.(*trackedConn); ok && tc.acks != nil {
+		if pk.FixedHeader.Qos == 1 && !pk.FixedHeader.Retain {
+			return pk, h.pipelined(tc.acks, hd.(PipelineHandler), sid, kind, pk)
+		}
+		// mochi writes this one's PUBACK (and retains it) when the hook
+		// returns: the pipelined ones before it are acknowledged first.
+		if !tc.acks.drain() {
+			return pk, packets.ErrRejectPacket
+		}
 	}
 	if err := hd.HandlePublish(sid, kind, pk.Payload); err != nil {
 		if errors.Is(err, wire.ErrBadPayload) {
@@ -188,6 +201,9 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	}
 	if tc, ok := cl.Net.Conn.(*trackedConn); ok {
 		tc.established.Store(true)
+		if _, ok := h.b.handler.(PipelineHandler); ok && h.b.cfg.PipelineDepth > 0 {
+			tc.acks = newAckQueue(h.b, cl, h.b.cfg.PipelineDepth)
+		}
 	}
 	sl := h.b.stripe(cl.ID)
 	sl.Lock()
@@ -206,6 +222,9 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	if cl.Net.Inline {
 		return
+	}
+	if tc, ok := cl.Net.Conn.(*trackedConn); ok && tc.acks != nil {
+		tc.acks.fail()
 	}
 	if errors.Is(err, packets.ErrPacketTooLarge) {
 		h.b.m.oversized.Inc()

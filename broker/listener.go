@@ -168,4 +168,8 @@ func (l *listener) Close(listeners.CloseFn) {
 type trackedConn struct {
 	net.Conn
 	established atomic.Bool
+	// acks orders the PUBACKs of pipelined publishes; set when the session
+	// is established (on the connection's reader, before any publish is
+	// read) if the handler is a PipelineHandler and pipelining is on.
+	acks *ackQueue
 }

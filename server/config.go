@@ -110,6 +110,11 @@ type LimitsConfig struct {
 	// default 10, negative turns it off; SWAPD_MQTT_AUTH_BLOCK, default 5m).
 	MQTTAuthFailures int      `yaml:"mqtt_auth_failures"`
 	MQTTAuthBlock    Duration `yaml:"mqtt_auth_block"`
+	// MQTTPipeline is how many QoS 1 publishes of one station are
+	// processed at once: the broker reads on while earlier ones are being
+	// committed and acknowledges each in order once it is durable
+	// (SWAPD_MQTT_PIPELINE; 0: the default, 64; negative: one at a time).
+	MQTTPipeline int `yaml:"mqtt_pipeline"`
 }
 
 // DemoConfig configures --demo.
@@ -243,6 +248,7 @@ func ApplyEnv(cfg *Config, getenv func(string) string) error {
 	integer("SWAPD_MQTT_PUBLISH_BURST", &cfg.Limits.MQTTPublishBurst)
 	integer("SWAPD_MQTT_AUTH_FAILURES", &cfg.Limits.MQTTAuthFailures)
 	dur("SWAPD_MQTT_AUTH_BLOCK", &cfg.Limits.MQTTAuthBlock)
+	integer("SWAPD_MQTT_PIPELINE", &cfg.Limits.MQTTPipeline)
 	if v := getenv("SWAPD_CORS_ORIGINS"); v != "" {
 		cfg.HTTP.CORSOrigins = splitList(v)
 	}

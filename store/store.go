@@ -249,11 +249,16 @@ type request struct {
 	state  atomic.Int32
 	events []Event
 	err    error
-	done   chan struct{}
+	done   chan struct{}                   // Update: closed by reply
+	cb     func(events []Event, err error) // UpdateAsync: called by reply
 }
 
 func (r *request) reply(events []Event, err error) {
 	r.events, r.err = events, err
+	if r.cb != nil {
+		r.cb(events, err)
+		return
+	}
 	close(r.done)
 }
 
@@ -293,6 +298,32 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) ([]Event, err
 		<-r.done // fn is running in a batch: wait for its outcome
 		return r.events, r.err
 	}
+}
+
+// UpdateAsync queues fn like Update but does not wait: done is called
+// exactly once, on the committer goroutine, after the transaction is
+// durably on disk (err nil, with the events fn appended) or has failed. done
+// must return quickly and must not call back into the store's write path
+// (Update would deadlock); it runs after the commit listener, so the
+// listener has seen the events first. Requests are committed in the order
+// they were queued, whether by Update or UpdateAsync; a request commits in
+// the same transaction as, or after, every request queued before it.
+//
+// fn may run more than once, as for Update. If the store is closed
+// UpdateAsync returns ErrClosed and done is never called; requests still
+// queued when the store closes get done(nil, ErrClosed).
+func (s *Store) UpdateAsync(fn func(tx *Tx) error, done func(events []Event, err error)) error {
+	r := &request{ctx: context.Background(), fn: fn, cb: done}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	s.queue = append(s.queue, r)
+	if len(s.queue) == 1 {
+		s.cond.Signal()
+	}
+	return nil
 }
 
 // commitLoop is the committer goroutine: it takes whatever is queued (up to

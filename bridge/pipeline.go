@@ -1,0 +1,214 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/swapbridge/swapbridge/store"
+	"github.com/swapbridge/swapbridge/wire"
+)
+
+// Pipelined telemetry.
+//
+// HandlePublish returns only after the message's commit is durable, so a
+// broker that calls it on the connection's reader has one message of each
+// station in the store at a time. SubmitPublish lets the broker keep reading:
+// a telemetry whose transition only changes the station's state and appends
+// events (the usual case) is applied to the in-memory state at once and its
+// commit is queued with store.UpdateAsync; done reports when it is durable,
+// and the broker acknowledges then, in order. Anything else (status, acks,
+// telemetry that touches bookings or commands, duplicates) is handled as
+// HandlePublish does, after the station's queued commits are durable.
+//
+// The store commits requests in the order they are queued, and a station's
+// requests are queued under its mutex in the order its state advanced, so
+// the state records and events reach the disk in order. st can be ahead of
+// the store by the station's queued commits: readers of st (the HTTP API,
+// bookings) see a telemetry some milliseconds before it is durable, and a
+// change derived from it is queued behind it. If one of the station's
+// queued commits fails, the station is marked broken: every later commit of
+// the station fails in its transaction (so none is kept that was derived
+// from the lost one), and the next lockStation waits for the queued
+// commits to be answered and reloads st from the store.
+
+var errResync = errors.New("bridge: station state is being reloaded after a failed commit")
+
+// statePool holds the encoded state records of queued commits; a record is
+// returned once its commit is answered.
+var statePool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// lockStation locks s.mu. If a pipelined commit of s failed, it first waits
+// for the station's queued commits to be answered and reloads st from the
+// store; if that fails the station stays broken and its commits keep
+// failing until a later lockStation succeeds.
+func (b *Bridge) lockStation(s *station) {
+	s.mu.Lock()
+	if !s.broken.Load() {
+		return
+	}
+	b.waitDurable(s)
+	var st StationState
+	err := b.store.View(func(tx *store.Tx) error {
+		raw, err := tx.Get(store.KindStationState, s.info.ID)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			st = newStation(s.info.ID, s.info.Slots)
+			st.Inv = b.m.inventory(&st)
+			return nil
+		case err != nil:
+			return err
+		}
+		if err := decodeState(raw, &st); err != nil {
+			return err
+		}
+		if len(st.Slots) < s.info.Slots {
+			st.Slots = append(st.Slots, make([]SlotState, s.info.Slots-len(st.Slots))...)
+		}
+		return nil
+	})
+	if err != nil {
+		b.log.Warn("bridge: reload station state after a failed commit", "station", s.info.ID, "error", err)
+		return
+	}
+	s.st = st
+	s.broken.Store(false)
+	b.log.Info("bridge: station state reloaded after a failed commit", "station", s.info.ID)
+}
+
+// waitDurable returns once every pipelined commit of s queued so far has
+// been answered. The caller holds s.mu, so no new one is queued meanwhile.
+func (b *Bridge) waitDurable(s *station) {
+	s.pmu.Lock()
+	if s.inflight == 0 {
+		s.pmu.Unlock()
+		return
+	}
+	if s.drained == nil {
+		s.drained = make(chan struct{})
+	}
+	ch := s.drained
+	s.pmu.Unlock()
+	<-ch
+}
+
+// settled is called on the committer goroutine when a pipelined commit of
+// s is answered.
+func (s *station) settled(err error) {
+	if err != nil {
+		s.broken.Store(true)
+	}
+	s.pmu.Lock()
+	s.inflight--
+	if s.inflight == 0 && s.drained != nil {
+		close(s.drained)
+		s.drained = nil
+	}
+	s.pmu.Unlock()
+}
+
+// SubmitPublish is HandlePublish for a broker that pipelines a station's
+// messages. If it returns an error, done is never called and the error means
+// what it means for HandlePublish. Otherwise done is called exactly once:
+// with nil once the message's effects (if any) and those of every message of
+// the station submitted before it are durable, or with the error that
+// HandlePublish would have returned (the message was not applied). done may
+// be called before SubmitPublish returns or later on the store's committer
+// goroutine; it must not block.
+//
+// Calls for one station must be made one at a time, in the order the
+// messages were received (the broker calls it on the connection's reader).
+func (b *Bridge) SubmitPublish(sid string, kind wire.TopicKind, payload []byte, done func(error)) error {
+	if kind != wire.KindTelemetry {
+		if err := b.HandlePublish(sid, kind, payload); err != nil {
+			return err
+		}
+		done(nil)
+		return nil
+	}
+	if b.closed() {
+		return ErrClosed
+	}
+	s, err := b.station(sid)
+	if err != nil {
+		return err
+	}
+	t := telemetryPool.Get().(*wire.Telemetry)
+	defer telemetryPool.Put(t)
+	slots := t.Slots[:cap(t.Slots)]
+	clear(slots)
+	*t = wire.Telemetry{Slots: slots[:0]}
+	if err := decodeTelemetry(payload, t); err != nil {
+		return fmt.Errorf("%w: telemetry from %s: %v", wire.ErrBadPayload, s.info.ID, err)
+	}
+	if err := t.Validate(s.info.Slots); err != nil {
+		return fmt.Errorf("bridge: telemetry from %s: %w", s.info.ID, err)
+	}
+	b.lockStation(s)
+	defer s.mu.Unlock()
+	now := b.cfg.Clock()
+	next, eff := b.m.telemetry(&s.st, t, now)
+	if eff.Snapshot {
+		defer b.requestSnapshot(s, now)
+	}
+	if eff.Ignored {
+		// Acknowledged only once what it duplicates is durable.
+		b.waitDurable(s)
+		done(nil)
+		return nil
+	}
+	if len(eff.Bookings) > 0 || len(eff.Commands) > 0 {
+		// Bookings and commands have side effects after their commit (the
+		// command cache, the sender): the synchronous path.
+		ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+		defer cancel()
+		if err := b.commit(ctx, s, &change{next: next, eff: eff}, now); err != nil {
+			return err
+		}
+		done(nil)
+		return nil
+	}
+	fields := make([][]byte, len(eff.Events))
+	for i, ev := range eff.Events {
+		if fields[i], err = json.Marshal(ev.Fields); err != nil {
+			return fmt.Errorf("bridge: encode %s event: %w", ev.Type, err)
+		}
+	}
+	enc := statePool.Get().(*[]byte)
+	*enc = appendState((*enc)[:0], &next)
+	events := eff.Events
+	s.pmu.Lock()
+	s.inflight++
+	s.pmu.Unlock()
+	err = b.store.UpdateAsync(func(tx *store.Tx) error {
+		if s.broken.Load() {
+			return errResync
+		}
+		if err := tx.Put(store.KindStationState, s.info.ID, *enc); err != nil {
+			return err
+		}
+		for i, ev := range events {
+			e := &store.Event{Type: ev.Type, Time: now, StationID: s.info.ID, UserID: ev.UserID, Fields: fields[i]}
+			if err := tx.Append(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, func(_ []store.Event, err error) {
+		statePool.Put(enc)
+		s.settled(err)
+		if err != nil {
+			err = fmt.Errorf("bridge: commit station %s: %w", s.info.ID, err)
+		}
+		done(err)
+	})
+	if err != nil {
+		statePool.Put(enc)
+		s.settled(nil)
+		return fmt.Errorf("bridge: commit station %s: %w", s.info.ID, err)
+	}
+	s.st = next
+	return nil
+}

@@ -1,0 +1,215 @@
+package broker
+
+import (
+	"errors"
+	"sync"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/swapbridge/swapbridge/wire"
+)
+
+// PipelineHandler is a Handler that can take a station's messages without
+// the broker waiting for each to be durable. With it, the broker keeps
+// reading a connection while earlier QoS 1 publishes are being committed,
+// and writes their PUBACKs itself, in the order the publishes arrived, as
+// each is reported done. A failure reported to done closes the connection
+// with no PUBACK for that publish or any later one, exactly as an error
+// from HandlePublish does.
+type PipelineHandler interface {
+	Handler
+	// SubmitPublish is called on the connection's reader, one message at a
+	// time, in the order received. A returned error means what it means for
+	// HandlePublish, and done is never called. Otherwise done is called
+	// exactly once (possibly before SubmitPublish returns, possibly on
+	// another goroutine): nil when the message may be acknowledged, or the
+	// error for which it must not be. done does not block.
+	SubmitPublish(sid string, kind wire.TopicKind, payload []byte, done func(error)) error
+}
+
+// Acknowledgement states of a pipelined publish.
+const (
+	ackPending    uint8 = iota
+	ackSuccess          // PUBACK success
+	ackBadPayload       // MQTT 5: PUBACK 0x99 payload format invalid; 3.1.1: success
+)
+
+// ackQueue orders the PUBACKs of one connection's pipelined publishes. Its
+// entries are the publishes received and not yet acknowledged, oldest
+// first; the oldest done ones are written in one write by a flush
+// goroutine (at most one per connection at a time).
+type ackQueue struct {
+	b     *Broker
+	cl    *mqtt.Client
+	depth int
+	v5    bool
+
+	mu       sync.Mutex
+	ids      []uint16 // packet ids, oldest first
+	state    []uint8  // ack states, parallel to ids
+	base     uint64   // sequence number of ids[0]
+	flushing bool
+	failed   bool          // the connection is being closed; nothing more is written
+	wake     chan struct{} // closed and cleared on every change, when someone waits
+	buf      []byte        // the flush goroutine's write buffer
+}
+
+func newAckQueue(b *Broker, cl *mqtt.Client, depth int) *ackQueue {
+	return &ackQueue{b: b, cl: cl, depth: depth, v5: cl.Properties.ProtocolVersion == 5}
+}
+
+// signal wakes every waiter; q.mu is held.
+func (q *ackQueue) signal() {
+	if q.wake != nil {
+		close(q.wake)
+		q.wake = nil
+	}
+}
+
+// wait releases q.mu until the next change and takes it again.
+func (q *ackQueue) wait() {
+	if q.wake == nil {
+		q.wake = make(chan struct{})
+	}
+	ch := q.wake
+	q.mu.Unlock()
+	<-ch
+	q.mu.Lock()
+}
+
+// reserve appends a publish, waiting while depth publishes are
+// unacknowledged; it returns the publish's sequence number, or false if
+// the connection is being closed.
+func (q *ackQueue) reserve(id uint16) (uint64, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.ids) >= q.depth && !q.failed {
+		q.wait()
+	}
+	if q.failed {
+		return 0, false
+	}
+	q.ids = append(q.ids, id)
+	q.state = append(q.state, ackPending)
+	return q.base + uint64(len(q.ids)-1), true
+}
+
+// drain waits until every publish reserved so far is acknowledged (its
+// PUBACK written) or the connection is being closed; it reports whether
+// the connection is still good.
+func (q *ackQueue) drain() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for (len(q.ids) > 0 || q.flushing) && !q.failed {
+		q.wait()
+	}
+	return !q.failed
+}
+
+// fail stops all writes; reserve and drain return false from now on.
+func (q *ackQueue) fail() {
+	q.mu.Lock()
+	q.failed = true
+	q.signal()
+	q.mu.Unlock()
+}
+
+// complete records the outcome of publish n. An error closes the
+// connection with no further PUBACK.
+func (q *ackQueue) complete(n uint64, ack uint8, sid string, kind wire.TopicKind, err error) {
+	q.mu.Lock()
+	if q.failed {
+		q.mu.Unlock()
+		return
+	}
+	if err != nil {
+		q.failed = true
+		q.signal()
+		q.mu.Unlock()
+		q.b.m.handlerErrors.Inc()
+		q.b.log.Warn("station publish not accepted; disconnecting", "station", sid, "kind", string(kind), "error", err)
+		go q.b.dropClient(q.cl, packets.ErrImplementationSpecificError)
+		return
+	}
+	q.state[n-q.base] = ack
+	start := !q.flushing && q.state[0] != ackPending
+	if start {
+		q.flushing = true
+	}
+	q.mu.Unlock()
+	if start {
+		go q.flush()
+	}
+}
+
+// flush writes the PUBACKs of the oldest done publishes, in order, until
+// the oldest is still pending.
+func (q *ackQueue) flush() {
+	for {
+		q.mu.Lock()
+		k := 0
+		for k < len(q.state) && q.state[k] != ackPending {
+			k++
+		}
+		if k == 0 || q.failed {
+			q.flushing = false
+			q.signal()
+			q.mu.Unlock()
+			return
+		}
+		buf := q.buf[:0]
+		for i := range k {
+			id := q.ids[i]
+			if q.v5 && q.state[i] == ackBadPayload {
+				buf = append(buf, packets.Puback<<4, 3, byte(id>>8), byte(id), packets.ErrPayloadFormatInvalid.Code)
+			} else {
+				// Remaining length 2: success, no properties (also valid in MQTT 5).
+				buf = append(buf, packets.Puback<<4, 2, byte(id>>8), byte(id))
+			}
+		}
+		n := copy(q.ids, q.ids[k:])
+		q.ids = q.ids[:n]
+		copy(q.state, q.state[k:])
+		q.state = q.state[:n]
+		q.base += uint64(k)
+		q.signal()
+		q.mu.Unlock()
+
+		// mochi writes every packet under the client's lock, whole, to the
+		// connection or its buffer of complete packets; a PUBACK written
+		// here between two of them keeps every packet intact.
+		q.cl.Lock()
+		_, err := q.cl.Net.Conn.Write(buf)
+		q.cl.Unlock()
+		q.buf = buf
+		if err != nil {
+			q.fail() // the reader sees the closed connection too
+			return
+		}
+	}
+}
+
+// pipelined hands a QoS 1 station publish to ph and queues its PUBACK.
+// It always returns ErrRejectPacket: mochi writes nothing and delivers
+// nothing for it.
+func (h *hook) pipelined(q *ackQueue, ph PipelineHandler, sid string, kind wire.TopicKind, pk packets.Packet) error {
+	n, ok := q.reserve(pk.PacketID)
+	if !ok {
+		return packets.ErrRejectPacket
+	}
+	err := ph.SubmitPublish(sid, kind, pk.Payload, func(err error) {
+		q.complete(n, ackSuccess, sid, kind, err)
+	})
+	if err == nil {
+		return packets.ErrRejectPacket
+	}
+	if errors.Is(err, wire.ErrBadPayload) {
+		h.b.m.badPayloads.Inc()
+		h.b.log.Warn("station payload rejected", "station", sid, "kind", string(kind), "error", err)
+		q.complete(n, ackBadPayload, sid, kind, nil)
+		return packets.ErrRejectPacket
+	}
+	q.complete(n, ackSuccess, sid, kind, err)
+	return packets.ErrRejectPacket
+}
