@@ -148,6 +148,12 @@ type Memory struct {
 	// /metrics), per station and per socket; 0 when not available.
 	HeapPerStationKB  float64 `json:"heap_per_station_kb,omitempty"`
 	HeapPerWSClientKB float64 `json:"heap_per_ws_client_kb,omitempty"`
+	// Live…: the same growth measured right after a garbage collection
+	// forced through the server's /debug/pprof/heap?gc=1 (swapd with
+	// pprof: true): live heap objects plus stacks in use. 0 when the
+	// endpoint is not available.
+	LivePerStationKB  float64 `json:"live_per_station_kb,omitempty"`
+	LivePerWSClientKB float64 `json:"live_per_ws_client_kb,omitempty"`
 }
 
 func machine() Machine {
@@ -245,7 +251,10 @@ func (r *Report) Print(w io.Writer) {
 		row("server memory", "RSS %d → %d KB with stations → %d KB with websockets; peak %d KB%s", mm.BaseKB, mm.StationsKB, mm.WSKB, mm.PeakKB, note)
 		row("  per station", "%.1f KB; per WebSocket client %.1f KB (anonymous RSS growth)", mm.PerStationKB, mm.PerWSClientKB)
 		if mm.HeapPerStationKB != 0 || mm.HeapPerWSClientKB != 0 {
-			row("  Go heap+stacks", "%.1f KB per station; %.1f KB per WebSocket client", mm.HeapPerStationKB, mm.HeapPerWSClientKB)
+			row("  Go heap+stacks", "%.1f KB per station; %.1f KB per WebSocket client (in use, with garbage)", mm.HeapPerStationKB, mm.HeapPerWSClientKB)
+		}
+		if mm.LivePerStationKB != 0 || mm.LivePerWSClientKB != 0 {
+			row("  live after GC", "%.1f KB per station; %.1f KB per WebSocket client (live heap + stacks)", mm.LivePerStationKB, mm.LivePerWSClientKB)
 		}
 	}
 	if len(r.Commands) > 0 {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -102,6 +103,7 @@ func setupStations(ctx context.Context, r *runner, rep *Report, toggle int, rest
 	rep.Setup.ProvisionS = time.Since(t).Seconds()
 	p0, haveProc := r.proc()
 	h0, haveHeap := r.goMemory(ctx)
+	l0, haveLive := r.liveMemory(ctx)
 	r.setPhase("connecting stations")
 	t = time.Now()
 	if err := r.connectAll(ctx); err != nil {
@@ -110,6 +112,7 @@ func setupStations(ctx context.Context, r *runner, rep *Report, toggle int, rest
 	rep.Setup.ConnectS = time.Since(t).Seconds()
 	p1, _ := r.proc()
 	h1, _ := r.goMemory(ctx)
+	l1, _ := r.liveMemory(ctx)
 	r.setPhase("connecting websockets")
 	t = time.Now()
 	if err := r.connectWS(ctx); err != nil {
@@ -127,6 +130,12 @@ func setupStations(ctx context.Context, r *runner, rep *Report, toggle int, rest
 			m.HeapPerStationKB = float64(h1-h0) / 1024 / float64(len(r.stations))
 			if n := len(r.ws); n > 0 {
 				m.HeapPerWSClientKB = float64(h2-h1) / 1024 / float64(n)
+			}
+		}
+		if l2, ok := r.liveMemory(ctx); ok && haveLive {
+			m.LivePerStationKB = float64(l1-l0) / 1024 / float64(len(r.stations))
+			if n := len(r.ws); n > 0 {
+				m.LivePerWSClientKB = float64(l2-l1) / 1024 / float64(n)
 			}
 		}
 	}
@@ -154,6 +163,38 @@ func writeHeapProfile(path string) error {
 // goMemory reads the server's Go heap and stack in use from its /metrics
 // (go_memstats_heap_inuse_bytes + go_memstats_stack_inuse_bytes).
 func (r *runner) goMemory(ctx context.Context) (int64, bool) {
+	return r.metricsSum(ctx, "go_memstats_heap_inuse_bytes ", "go_memstats_stack_inuse_bytes ")
+}
+
+// liveMemory forces a garbage collection in the server (GET
+// /debug/pprof/heap?gc=1 with the admin token; swapd needs pprof: true)
+// and then reads its live heap and stacks in use from /metrics
+// (go_memstats_heap_alloc_bytes + go_memstats_stack_inuse_bytes). The
+// collection also shrinks idle goroutine stacks. false: not available.
+func (r *runner) liveMemory(ctx context.Context) (int64, bool) {
+	if r.tgt.httpBase == "" || r.tgt.token == "" {
+		return 0, false
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.tgt.httpBase+"/debug/pprof/heap?gc=1", nil)
+	if err != nil {
+		return 0, false
+	}
+	req.Header.Set("Authorization", "Bearer "+r.tgt.token)
+	resp, err := r.tgt.hc.Do(req)
+	if err != nil {
+		return 0, false
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, false
+	}
+	return r.metricsSum(ctx, "go_memstats_heap_alloc_bytes ", "go_memstats_stack_inuse_bytes ")
+}
+
+// metricsSum adds up the named gauges (each name with its trailing space)
+// of the server's /metrics; false unless all were found.
+func (r *runner) metricsSum(ctx context.Context, names ...string) (int64, bool) {
 	if r.tgt.httpBase == "" {
 		return 0, false
 	}
@@ -172,7 +213,7 @@ func (r *runner) goMemory(ctx context.Context) (int64, bool) {
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		for _, name := range []string{"go_memstats_heap_inuse_bytes ", "go_memstats_stack_inuse_bytes "} {
+		for _, name := range names {
 			if v, ok := strings.CutPrefix(line, name); ok {
 				if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
 					total += f
@@ -181,7 +222,7 @@ func (r *runner) goMemory(ctx context.Context) (int64, bool) {
 			}
 		}
 	}
-	return int64(total), found == 2
+	return int64(total), found == len(names)
 }
 
 // runTelemetry is steady (one step at cfg.Rate) and ramp (steps up from

@@ -23,6 +23,7 @@ type target struct {
 	httpBase string // "" for the baseline
 	wsBase   string
 	admin    *client.Client
+	token    string // the admin token (for /debug/pprof)
 	hc       *http.Client
 	pid      int // whose /proc is read; 0: none
 	base     *baseline
@@ -63,7 +64,7 @@ func openTarget(ctx context.Context, cfg *Config, baselineRun bool) (*target, er
 	mqttAddr := strings.TrimPrefix(cfg.MQTT, "tcp://")
 	return &target{
 		name: "swapd", mqttAddr: mqttAddr, httpBase: base, wsBase: "ws" + strings.TrimPrefix(base, "http"),
-		admin: adm, hc: hc, pid: cfg.ServerPID, closeFn: func() error { return nil },
+		admin: adm, token: cfg.AdminToken, hc: hc, pid: cfg.ServerPID, closeFn: func() error { return nil },
 	}, nil
 }
 
@@ -87,6 +88,7 @@ func startEmbedded(ctx context.Context, cfg *Config, hc *http.Client) (*target, 
 	// limits. Room for a storm's overlapping reconnects.
 	sc.WebSocket.MaxConnsPerIP = -1
 	sc.Limits.HTTPRate = -1
+	sc.Pprof = true // for the live-memory figures
 	sc.Limits.MQTTMaxClients = 2 * max(cfg.Stations, 10000)
 	if cfg.noPublishLimit {
 		sc.Limits.MQTTPublishRate = -1
@@ -105,7 +107,7 @@ func startEmbedded(ctx context.Context, cfg *Config, hc *http.Client) (*target, 
 	adm.HTTP = hc
 	return &target{
 		name: "swapd (embedded)", mqttAddr: srv.MQTTAddr(), httpBase: base, wsBase: "ws://" + srv.HTTPAddr(),
-		admin: adm, hc: hc, pid: os.Getpid(),
+		admin: adm, token: sc.AdminToken, hc: hc, pid: os.Getpid(),
 		closeFn: func() error {
 			sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()

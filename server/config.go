@@ -37,6 +37,11 @@ type Config struct {
 	Limits    LimitsConfig    `yaml:"limits"`
 
 	Demo DemoConfig `yaml:"demo"`
+
+	// Pprof serves Go's runtime profiles (net/http/pprof) under
+	// /debug/pprof/, to admin-token holders only (SWAPD_PPROF=true;
+	// default false).
+	Pprof bool `yaml:"pprof"`
 }
 
 // TLSConfig enables the MQTT TLS listener when Addr is set.
@@ -220,6 +225,13 @@ func ApplyEnv(cfg *Config, getenv func(string) string) error {
 			}
 			*dst = Duration(d)
 		}
+	}
+	if v := getenv("SWAPD_PPROF"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("SWAPD_PPROF=%q is not true or false", v))
+		}
+		cfg.Pprof = b
 	}
 	str("SWAPD_DATA_DIR", &cfg.DataDir)
 	str("SWAPD_MQTT_ADDR", &cfg.MQTTAddr)

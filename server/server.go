@@ -156,6 +156,9 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	s.api.Register(s.mux)
 	s.hub.Register(s.mux)
 	web.Register(s.mux)
+	if cfg.Pprof {
+		registerPprof(s.mux, token)
+	}
 	return s, nil
 }
 
