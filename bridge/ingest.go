@@ -64,7 +64,10 @@ func (b *Bridge) handleTelemetry(s *station, payload []byte) error {
 		if eff.Snapshot {
 			b.requestSnapshot(s, now)
 		}
-		b.waitDurable(s) // acknowledged once what it duplicates is durable
+		// Acknowledged once what it duplicates is durable.
+		if err := b.waitDurable(s); err != nil {
+			return fmt.Errorf("bridge: telemetry from %s: %w", s.info.ID, err)
+		}
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
@@ -91,7 +94,10 @@ func (b *Bridge) handleStatus(s *station, payload []byte) error {
 	now := b.cfg.Clock()
 	next, eff := b.m.status(&s.st, &st, now)
 	if eff.Ignored {
-		b.waitDurable(s) // acknowledged once the state it was judged on is durable
+		// Acknowledged once the state it was judged on is durable.
+		if err := b.waitDurable(s); err != nil {
+			return fmt.Errorf("bridge: status from %s: %w", s.info.ID, err)
+		}
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
@@ -112,8 +118,9 @@ func (b *Bridge) handleAck(s *station, payload []byte) error {
 	r := s.cmds[ack.ID]
 	if r == nil {
 		// A snapshot, a repeated ack, or a command already settled;
-		// acknowledged once the station's queued commits are durable.
-		b.waitDurable(s)
+		// acknowledged once the station's queued commits are durable
+		// (judged on the commands, which a failed one does not touch).
+		_ = b.waitDurable(s)
 		return nil
 	}
 	now := b.cfg.Clock()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/swapbridge/swapbridge/store"
 	"github.com/swapbridge/swapbridge/wire"
@@ -36,6 +37,10 @@ import (
 
 var errResync = errors.New("bridge: station state is being reloaded after a failed commit")
 
+// failPipelined is set only by tests: a pipelined commit of station sid
+// fails in its transaction with the error it returns, if not nil.
+var failPipelined atomic.Pointer[func(sid string) error]
+
 // statePool holds the encoded state records of queued commits; a record is
 // returned once its commit is answered.
 var statePool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
@@ -49,7 +54,7 @@ func (b *Bridge) lockStation(s *station) {
 	if !s.broken.Load() {
 		return
 	}
-	b.waitDurable(s)
+	_ = b.waitDurable(s) // broken: reloaded below whatever the outcome
 	var st StationState
 	err := b.store.View(func(tx *store.Tx) error {
 		raw, err := tx.Get(store.KindStationState, s.info.ID)
@@ -80,18 +85,25 @@ func (b *Bridge) lockStation(s *station) {
 
 // waitDurable returns once every pipelined commit of s queued so far has
 // been answered. The caller holds s.mu, so no new one is queued meanwhile.
-func (b *Bridge) waitDurable(s *station) {
+// It returns errResync if one of them failed: s.st, on which the caller
+// judged a message, is then not what the store holds, and a message judged
+// a duplicate of a lost one must not be acknowledged.
+func (b *Bridge) waitDurable(s *station) error {
 	s.pmu.Lock()
 	if s.inflight == 0 {
 		s.pmu.Unlock()
-		return
+	} else {
+		if s.drained == nil {
+			s.drained = make(chan struct{})
+		}
+		ch := s.drained
+		s.pmu.Unlock()
+		<-ch
 	}
-	if s.drained == nil {
-		s.drained = make(chan struct{})
+	if s.broken.Load() {
+		return errResync
 	}
-	ch := s.drained
-	s.pmu.Unlock()
-	<-ch
+	return nil
 }
 
 // settled is called on the committer goroutine when a pipelined commit of
@@ -155,7 +167,9 @@ func (b *Bridge) SubmitPublish(sid string, kind wire.TopicKind, payload []byte, 
 	}
 	if eff.Ignored {
 		// Acknowledged only once what it duplicates is durable.
-		b.waitDurable(s)
+		if err := b.waitDurable(s); err != nil {
+			return fmt.Errorf("bridge: telemetry from %s: %w", s.info.ID, err)
+		}
 		done(nil)
 		return nil
 	}
@@ -185,6 +199,11 @@ func (b *Bridge) SubmitPublish(sid string, kind wire.TopicKind, payload []byte, 
 	err = b.store.UpdateAsync(func(tx *store.Tx) error {
 		if s.broken.Load() {
 			return errResync
+		}
+		if f := failPipelined.Load(); f != nil {
+			if err := (*f)(s.info.ID); err != nil {
+				return err
+			}
 		}
 		if err := tx.Put(store.KindStationState, s.info.ID, *enc); err != nil {
 			return err
