@@ -77,3 +77,26 @@ func TestConfigLimits(t *testing.T) {
 		t.Errorf("negative max clients: %v", err)
 	}
 }
+
+func TestConfigMQTTPipeline(t *testing.T) {
+	if d := Defaults().Limits.MQTTPipeline; d != 0 {
+		t.Errorf("default mqtt_pipeline %d, want 0 (the broker's default)", d)
+	}
+	file := filepath.Join(t.TempDir(), "swapd.yaml")
+	os.WriteFile(file, []byte("limits:\n  mqtt_pipeline: 8\n"), 0o600)
+	f := NewFlags("swapd", io.Discard)
+	if err := f.Parse([]string{"--config", file}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(f, envMap(nil))
+	if err != nil || cfg.Limits.MQTTPipeline != 8 {
+		t.Fatalf("mqtt_pipeline from the file: %d, %v; want 8", cfg.Limits.MQTTPipeline, err)
+	}
+	cfg, err = Load(f, envMap(map[string]string{"SWAPD_MQTT_PIPELINE": "-1"}))
+	if err != nil || cfg.Limits.MQTTPipeline != -1 {
+		t.Fatalf("SWAPD_MQTT_PIPELINE=-1: %d, %v; want -1 over the file's 8", cfg.Limits.MQTTPipeline, err)
+	}
+	if _, err := Load(f, envMap(map[string]string{"SWAPD_MQTT_PIPELINE": "lots"})); err == nil || !strings.Contains(err.Error(), "SWAPD_MQTT_PIPELINE") {
+		t.Errorf("bad SWAPD_MQTT_PIPELINE: err %v", err)
+	}
+}
