@@ -449,3 +449,39 @@ func TestPipelineOff(t *testing.T) {
 		t.Fatalf("SubmitPublish calls = %d with pipelining off", got)
 	}
 }
+
+// A client that goes away while its reader waits for room in a full queue:
+// the reader goes on once the oldest is done, the disconnect is reported,
+// dones after it write nothing, and a new connection pipelines again.
+func TestPipelineClientGoneWhileFull(t *testing.T) {
+	h := newHolder()
+	b := startPipelined(t, 1, h)
+	c := dialRaw(t, b.Addr(), "S1", "one", 4)
+	h.expect(t, "up", "S1", "", "")
+	c.publish(t, telemetryTopic, 1, `{"seq":1}`, false)
+	c.publish(t, telemetryTopic, 2, `{"seq":2}`, false)
+	s1 := h.next(t)
+	quiet(t, h.subs, "second publish submitted with depth 1")
+	c.c.Close()
+	s1.done(nil) // its PUBACK goes to a closed connection, or nowhere
+	// The reader takes the second publish it had read (unless writing the
+	// first PUBACK already failed), then sees the end.
+	h.expect(t, "down", "S1", "", "")
+	select {
+	case s2 := <-h.subs:
+		if s2.payload != `{"seq":2}` {
+			t.Fatalf("submitted %q after the first", s2.payload)
+		}
+		s2.done(nil)
+	default:
+	}
+
+	c = dialRaw(t, b.Addr(), "S1", "one", 4)
+	h.expect(t, "up", "S1", "", "")
+	c.publish(t, telemetryTopic, 2, `{"seq":2}`, false)
+	h.next(t).done(nil)
+	c.expectPuback(t, 2, 0)
+	if got := value(t, b.m.handlerErrors); got != 0 {
+		t.Errorf("handler_errors_total = %v", got)
+	}
+}
