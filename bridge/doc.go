@@ -18,14 +18,32 @@
 // # Durability
 //
 // Every change of a station — its state, its bookings, its commands and the
-// events derived from them — is written in one store.Update while the
+// events derived from them — is written in one store commit queued while the
 // station's mutex is held, so changes to one station are serialized and two
-// bookings can never hold one battery. The in-memory state is updated only
-// after the commit succeeded. HandlePublish returns only after that commit:
-// the broker acknowledges a message only when its effects are on disk, and a
-// failed commit returns an error (no PUBACK, the connection is closed, the
-// station resends). Events reach WebSocket clients through the store's
-// commit listener, never from here.
+// bookings can never hold one battery. HandlePublish returns only after that
+// commit: the broker acknowledges a message only when its effects are on
+// disk, and a failed commit returns an error (no PUBACK, the connection is
+// closed, the station resends). Events reach WebSocket clients through the
+// store's commit listener, never from here.
+//
+// SubmitPublish (pipeline.go) is the same contract without the wait, for a
+// broker that keeps reading a station while its earlier telemetry is being
+// committed: a telemetry that only changes the station's state and appends
+// events is applied to the in-memory state at once and its commit is queued
+// (store.UpdateAsync); done reports when it is durable, and the broker
+// acknowledges then, in order. The store commits requests in queue order,
+// so the station's records and events reach the disk in the order its
+// state advanced. Anything else (status, acks, telemetry that touches a
+// booking or a command) takes the synchronous path, and a message with no
+// effect (a duplicate) is answered only once the station's queued commits
+// are durable. The in-memory state may therefore be ahead of the disk by
+// the station's queued telemetry (milliseconds): a booking decided on it is
+// committed after it. If a queued commit fails, the station is marked
+// broken: its later commits fail inside their transaction, so nothing
+// derived from the lost message is kept, and the next operation on the
+// station waits for its queued commits and reloads its state from the
+// store. Outside a pipelined telemetry, the in-memory state changes only
+// after its commit succeeded.
 //
 // # Rules
 //
@@ -78,7 +96,8 @@
 //
 // HandlePublish, Book, Cancel, Collect, Notify, SetOperatorStatus and
 // StationProvisioned block for one store commit (an fsync, shared with
-// concurrent callers). StationConnected and StationDisconnected never block.
+// concurrent callers). SubmitPublish blocks only on the synchronous path;
+// its done runs on the store's committer goroutine. StationConnected and StationDisconnected never block.
 // Views, snapshots and booking reads take a station's mutex briefly and read
 // the store. Commands are sent from the bridge's own sender goroutine, so a
 // slow broker never stalls the publish path. Close stops the sender and timer

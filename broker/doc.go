@@ -48,6 +48,26 @@
 // swapd_broker_payloads_rejected_total and logged, and the connection stays
 // up.
 //
+// # Pipelining
+//
+// When the Handler is also a PipelineHandler (the bridge is) and
+// Config.PipelineDepth is not negative, a station's QoS 1 publishes that are
+// not retained (its telemetry and acks) do not wait for their commit: the
+// hook submits each to SubmitPublish and returns at once, so mochi reads the
+// connection's next packet while earlier ones are committed, and mochi
+// itself writes nothing for them. The connection's ackQueue writes their
+// PUBACKs once SubmitPublish reports each done, strictly in the order the
+// publishes arrived [MQTT-4.6.0-2], through mochi's own write path (so they
+// stay in order with the PUBACKs mochi writes). At most PipelineDepth
+// publishes of a connection are in the handler at once; the next waits (the
+// connection is not read) until the oldest is done. A failure reported for
+// one publish closes the connection with no PUBACK for it or any later
+// publish, as above; a bad payload gets its PUBACK (0x99 under MQTT 5) in
+// its turn. A retained or QoS 0 publish (the status) first waits until every
+// earlier PUBACK is written and then takes the synchronous path, so mochi
+// retains it and acknowledges it after them. The guarantee is unchanged: a
+// PUBACK is written only after the message's effects are durable.
+//
 // A station's Will (its status topic, {"online":false,...}) is delivered to
 // subscribers and retained as usual and also passed to HandlePublish when
 // the connection ends abnormally, unless a newer connection of the same

@@ -37,8 +37,8 @@ const (
 
 // ackQueue orders the PUBACKs of one connection's pipelined publishes. Its
 // entries are the publishes received and not yet acknowledged, oldest
-// first; the oldest done ones are written in one write by a flush
-// goroutine (at most one per connection at a time).
+// first; the oldest done ones are written by a flush goroutine (at most one
+// per connection at a time).
 type ackQueue struct {
 	b     *Broker
 	cl    *mqtt.Client
@@ -50,9 +50,9 @@ type ackQueue struct {
 	state    []uint8  // ack states, parallel to ids
 	base     uint64   // sequence number of ids[0]
 	flushing bool
-	failed   bool          // the connection is being closed; nothing more is written
-	wake     chan struct{} // closed and cleared on every change, when someone waits
-	buf      []byte        // the flush goroutine's write buffer
+	failed   bool             // the connection is being closed; nothing more is written
+	wake     chan struct{}    // closed and cleared on every change, when someone waits
+	out      []packets.Packet // the flush goroutine's batch
 }
 
 func newAckQueue(b *Broker, cl *mqtt.Client, depth int) *ackQueue {
@@ -144,7 +144,10 @@ func (q *ackQueue) complete(n uint64, ack uint8, sid string, kind wire.TopicKind
 }
 
 // flush writes the PUBACKs of the oldest done publishes, in order, until
-// the oldest is still pending.
+// the oldest is still pending. They go through mochi's WritePacket, like
+// every other packet to the client: while mochi holds packets in its write
+// buffer (commands being sent), a PUBACK it wrote for a retained status is
+// in that buffer too, and one written around it would overtake it.
 func (q *ackQueue) flush() {
 	for {
 		q.mu.Lock()
@@ -158,15 +161,14 @@ func (q *ackQueue) flush() {
 			q.mu.Unlock()
 			return
 		}
-		buf := q.buf[:0]
+		acks := q.out[:0]
 		for i := range k {
-			id := q.ids[i]
+			pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: q.ids[i]}
 			if q.v5 && q.state[i] == ackBadPayload {
-				buf = append(buf, packets.Puback<<4, 3, byte(id>>8), byte(id), packets.ErrPayloadFormatInvalid.Code)
-			} else {
-				// Remaining length 2: success, no properties (also valid in MQTT 5).
-				buf = append(buf, packets.Puback<<4, 2, byte(id>>8), byte(id))
+				pk.ReasonCode = packets.ErrPayloadFormatInvalid.Code
+				pk.Properties.ReasonString = packets.ErrPayloadFormatInvalid.Reason
 			}
+			acks = append(acks, pk)
 		}
 		n := copy(q.ids, q.ids[k:])
 		q.ids = q.ids[:n]
@@ -176,17 +178,18 @@ func (q *ackQueue) flush() {
 		q.signal()
 		q.mu.Unlock()
 
-		// mochi writes every packet under the client's lock, whole, to the
-		// connection or its buffer of complete packets; a PUBACK written
-		// here between two of them keeps every packet intact.
-		q.cl.Lock()
-		_, err := q.cl.Net.Conn.Write(buf)
-		q.cl.Unlock()
-		q.buf = buf
-		if err != nil {
-			q.fail() // the reader sees the closed connection too
-			return
+		// Only this goroutine writes for the queue until flushing is
+		// cleared, so the PUBACKs leave in order.
+		for _, pk := range acks {
+			if err := q.cl.WritePacket(pk); err != nil {
+				clear(acks)
+				q.out = acks
+				q.fail() // the reader sees the closed connection too
+				return
+			}
 		}
+		clear(acks)
+		q.out = acks
 	}
 }
 
