@@ -149,8 +149,11 @@ func (l *listener) Close(listeners.CloseFn) {
 	// Instead of closeClients (which sends DISCONNECT even to MQTT 3.1.1
 	// clients), MQTT 5 clients get DISCONNECT "server shutting down" and
 	// 3.1.1 clients a closed connection.
-	for _, cl := range l.b.srv.Clients.GetByListener(l.id) {
-		if !cl.Closed() {
+	// Clients.GetByListener takes the clients' read lock twice (through
+	// Len); with a disconnecting client's Delete waiting for the write lock
+	// in between, it deadlocks. GetAll takes it once.
+	for _, cl := range l.b.srv.Clients.GetAll() {
+		if cl.Net.Listener == l.id && !cl.Closed() {
 			l.b.dropClient(cl, packets.ErrServerShuttingDown)
 		}
 	}

@@ -8,11 +8,13 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -142,5 +144,53 @@ func TestCloseWithClients(t *testing.T) {
 	}
 	if _, err := net.Dial("tcp", b.Addr()); err == nil {
 		t.Error("listener still accepting after Close")
+	}
+}
+
+// TestCloseWhileClientsDisconnect closes the broker while many clients are
+// going away: their Clients.Delete (the write lock) races the listener's
+// walk over the clients, which must not take the read lock twice (mochi's
+// GetByListener does, and deadlocks when a Delete waits in between; it hung
+// a swapd stopped right after 5,000 stations disconnected). The window is
+// a few instructions wide, so this test hits it only rarely; it guards the
+// Close-while-disconnecting path as a whole.
+func TestCloseWhileClientsDisconnect(t *testing.T) {
+	const n = 300
+	pairs := make([]string, 0, 2*n)
+	for i := range n {
+		pairs = append(pairs, fmt.Sprintf("CL-%d", i), "secret")
+	}
+	b, err := New(Config{Addr: "127.0.0.1:0", NotFound: errNotFound, AuthFailures: -1, PublishRate: -1}, newCreds(pairs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.SetHandler(newRecorder())
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	conns := make([]*v5conn, n)
+	for i := range n {
+		conns[i] = dialV5(t, b.Addr(), fmt.Sprintf("CL-%d", i), "secret")
+	}
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Go(func() {
+			<-start
+			c.c.Close()
+		})
+	}
+	closed := make(chan struct{})
+	go func() {
+		<-start
+		_ = b.Close()
+		close(closed)
+	}()
+	close(start)
+	wg.Wait()
+	select {
+	case <-closed:
+	case <-time.After(3 * waitFor):
+		t.Fatal("Close hung while clients were disconnecting")
 	}
 }
