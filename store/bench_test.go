@@ -214,3 +214,52 @@ func BenchmarkCommitTelemetry(b *testing.B) {
 		return err
 	})
 }
+
+// BenchmarkAppendAsync appends one event per request from one writer that
+// keeps up to depth requests queued with UpdateAsync (depth 1: each waits
+// for the previous one's fsync, like a writer calling Update in a loop).
+func BenchmarkAppendAsync(b *testing.B) {
+	for _, depth := range []int{1, 8, 64} {
+		b.Run(fmt.Sprintf("depth=%d", depth), func(b *testing.B) {
+			s := openT(b, "", Options{})
+			var commits atomic.Int64
+			s.SetCommitListener(func([]Event) { commits.Add(1) })
+			slots := make(chan struct{}, depth)
+			errs := make(chan error, 1)
+			fn := func(tx *Tx) error {
+				return tx.Append(&Event{Type: "inventory_update", StationID: "st-0001", Fields: benchFields})
+			}
+			done := func(_ []Event, err error) {
+				if err != nil {
+					select {
+					case errs <- err:
+					default:
+					}
+				}
+				<-slots
+			}
+			b.ResetTimer()
+			start := time.Now()
+			for range b.N {
+				slots <- struct{}{}
+				if err := s.UpdateAsync(fn, done); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for range depth {
+				slots <- struct{}{}
+			}
+			elapsed := time.Since(start)
+			b.StopTimer()
+			select {
+			case err := <-errs:
+				b.Fatal(err)
+			default:
+			}
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "records/s")
+			if n := commits.Load(); n > 0 {
+				b.ReportMetric(float64(b.N)/float64(n), "records/commit")
+			}
+		})
+	}
+}
