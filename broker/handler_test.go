@@ -1,11 +1,8 @@
 package broker
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"io"
-	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -137,89 +134,10 @@ func TestHandlerErrorNoPubackV5(t *testing.T) {
 	}
 }
 
-// v5conn is a raw MQTT 5 client built on mochi's packet codec.
-type v5conn struct {
-	c net.Conn
-	r *bufio.Reader
-}
+// v5conn is a raw MQTT 5 client (rawConn in pipeline_test.go).
+type v5conn = rawConn
 
 func dialV5(t *testing.T, addr, id, secret string) *v5conn {
 	t.Helper()
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	_ = nc.SetDeadline(time.Now().Add(waitFor))
-	c := &v5conn{c: nc, r: bufio.NewReader(nc)}
-	c.write(t, mpackets.Packet{
-		FixedHeader: mpackets.FixedHeader{Type: mpackets.Connect},
-		Connect: mpackets.ConnectParams{
-			ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30,
-			ClientIdentifier: id, UsernameFlag: true, Username: []byte(id),
-			PasswordFlag: true, Password: []byte(secret),
-		},
-	})
-	pk := c.read(t)
-	if pk.FixedHeader.Type != mpackets.Connack || pk.ReasonCode != 0 {
-		t.Fatalf("CONNECT %s: got packet type %d reason %#x", id, pk.FixedHeader.Type, pk.ReasonCode)
-	}
-	return c
-}
-
-func (c *v5conn) write(t *testing.T, pk mpackets.Packet) {
-	t.Helper()
-	pk.ProtocolVersion = 5
-	var buf bytes.Buffer
-	var err error
-	switch pk.FixedHeader.Type {
-	case mpackets.Connect:
-		err = pk.ConnectEncode(&buf)
-	case mpackets.Publish:
-		err = pk.PublishEncode(&buf)
-	default:
-		t.Fatalf("cannot encode packet type %d", pk.FixedHeader.Type)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.c.Write(buf.Bytes()); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func (c *v5conn) read(t *testing.T) mpackets.Packet {
-	t.Helper()
-	b, err := c.r.ReadByte()
-	if err != nil {
-		t.Fatalf("read packet: %v", err)
-	}
-	var pk mpackets.Packet
-	pk.ProtocolVersion = 5
-	if err := pk.FixedHeader.Decode(b); err != nil {
-		t.Fatal(err)
-	}
-	n, _, err := mpackets.DecodeLength(c.r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pk.FixedHeader.Remaining = n
-	body := make([]byte, n)
-	if _, err := io.ReadFull(c.r, body); err != nil {
-		t.Fatal(err)
-	}
-	switch pk.FixedHeader.Type {
-	case mpackets.Connack:
-		err = pk.ConnackDecode(body)
-	case mpackets.Puback:
-		err = pk.PubackDecode(body)
-	case mpackets.Disconnect:
-		err = pk.DisconnectDecode(body)
-	default:
-		t.Fatalf("unexpected packet type %d", pk.FixedHeader.Type)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pk
+	return dialRaw(t, addr, id, secret, 5)
 }

@@ -84,10 +84,6 @@ type rawConn struct {
 // dialRaw connects a station with MQTT version 4 (3.1.1) or 5.
 func dialRaw(t *testing.T, addr, id, secret string, version byte) *rawConn {
 	t.Helper()
-	if version == 5 {
-		v := dialV5(t, addr, id, secret)
-		return &rawConn{c: v.c, r: v.r, version: 5}
-	}
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
