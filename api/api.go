@@ -293,6 +293,10 @@ func (a *API) isAdmin(r *http.Request) bool {
 	return t != "" && subtle.ConstantTimeCompare([]byte(t), []byte(a.cfg.AdminToken)) == 1
 }
 
+// AdminOnly wraps h for the server's other admin-only routes (the
+// profiles): the same token check and 401 answers as /api/admin/….
+func (a *API) AdminOnly(h http.HandlerFunc) http.HandlerFunc { return a.admin(h) }
+
 func (a *API) admin(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if bearer(r) == "" {

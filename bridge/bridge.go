@@ -171,20 +171,9 @@ func (b *Bridge) start(ctx context.Context) error {
 	err = b.store.View(func(tx *store.Tx) error {
 		for _, info := range infos {
 			s := &station{info: info, cmds: make(map[string]*commandRec)}
-			raw, err := tx.Get(store.KindStationState, info.ID)
-			switch {
-			case errors.Is(err, store.ErrNotFound):
-				s.st = newStation(info.ID, info.Slots)
-				s.st.Inv = b.m.inventory(&s.st)
-			case err != nil:
-				return fmt.Errorf("station %s: %w", info.ID, err)
-			default:
-				if err := decodeState(raw, &s.st); err != nil {
-					return fmt.Errorf("station %s: decode state: %w", info.ID, err)
-				}
-				if len(s.st.Slots) < info.Slots {
-					s.st.Slots = append(s.st.Slots, make([]SlotState, info.Slots-len(s.st.Slots))...)
-				}
+			var err error
+			if s.st, err = b.loadState(tx, info); err != nil {
+				return err
 			}
 			b.stations[info.ID] = s
 		}
@@ -336,7 +325,8 @@ func newID(prefix string, now time.Time) string {
 
 var idEnc = base32.NewEncoding("0123456789abcdefghijklmnopqrstuv").WithPadding(base32.NoPadding)
 
-// stateBufPool holds buffers for station state records.
+// stateBufPool holds buffers for encoded station state records (a queued
+// commit returns its buffer once it is answered).
 var stateBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
 // change is one commit of a station's transition.
@@ -347,6 +337,51 @@ type change struct {
 	cmdUpdates []*commandRec
 	// extra runs inside the transaction after the rest (may be nil).
 	extra func(tx *store.Tx) error
+}
+
+// loadState reads a station's stored state; a station with none yet gets a
+// fresh one.
+func (b *Bridge) loadState(tx *store.Tx, info store.Station) (StationState, error) {
+	var st StationState
+	raw, err := tx.Get(store.KindStationState, info.ID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		st = newStation(info.ID, info.Slots)
+		st.Inv = b.m.inventory(&st)
+		return st, nil
+	case err != nil:
+		return st, fmt.Errorf("station %s: %w", info.ID, err)
+	}
+	if err := decodeState(raw, &st); err != nil {
+		return st, fmt.Errorf("station %s: decode state: %w", info.ID, err)
+	}
+	if len(st.Slots) < info.Slots {
+		st.Slots = append(st.Slots, make([]SlotState, info.Slots-len(st.Slots))...)
+	}
+	return st, nil
+}
+
+// encodeFields encodes the fields of a transition's events, before its
+// transaction (which may run more than once).
+func encodeFields(evs []outEvent) ([][]byte, error) {
+	fields := make([][]byte, len(evs))
+	for i, ev := range evs {
+		var err error
+		if fields[i], err = json.Marshal(ev.Fields); err != nil {
+			return nil, fmt.Errorf("bridge: encode %s event: %w", ev.Type, err)
+		}
+	}
+	return fields, nil
+}
+
+// appendEvents appends a transition's events of station sid to the log.
+func appendEvents(tx *store.Tx, sid string, now time.Time, evs []outEvent, fields [][]byte) error {
+	for i, ev := range evs {
+		if err := tx.Append(&store.Event{Type: ev.Type, Time: now, StationID: sid, UserID: ev.UserID, Fields: fields[i]}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // commit persists a transition of s (whose mu the caller holds): the next
@@ -375,11 +410,9 @@ func (b *Bridge) commit(ctx context.Context, s *station, c *change, now time.Tim
 		cmdJSON = append(cmdJSON, j)
 	}
 	allCmds := append(newCmds, c.cmdUpdates...)
-	fields := make([][]byte, len(c.eff.Events))
-	for i, ev := range c.eff.Events {
-		if fields[i], err = json.Marshal(ev.Fields); err != nil {
-			return fmt.Errorf("bridge: encode %s event: %w", ev.Type, err)
-		}
+	fields, err := encodeFields(c.eff.Events)
+	if err != nil {
+		return err
 	}
 	_, err = b.store.Update(ctx, func(tx *store.Tx) error {
 		if s.broken.Load() {
@@ -403,13 +436,7 @@ func (b *Bridge) commit(ctx context.Context, s *station, c *change, now time.Tim
 				return err
 			}
 		}
-		for i, ev := range c.eff.Events {
-			e := &store.Event{Type: ev.Type, Time: now, StationID: s.info.ID, UserID: ev.UserID, Fields: fields[i]}
-			if err := tx.Append(e); err != nil {
-				return err
-			}
-		}
-		return nil
+		return appendEvents(tx, s.info.ID, now, c.eff.Events, fields)
 	})
 	if err != nil {
 		return fmt.Errorf("bridge: commit station %s: %w", s.info.ID, err)

@@ -25,6 +25,12 @@ var telemetryPool = sync.Pool{New: func() any { return new(wire.Telemetry) }}
 // returns nil and changes nothing. The station's Will arrives here as a
 // status message.
 func (b *Bridge) HandlePublish(sid string, kind wire.TopicKind, payload []byte) error {
+	return b.handlePublish(sid, kind, payload, nil)
+}
+
+// handlePublish is HandlePublish (done nil) and SubmitPublish (see
+// pipeline.go).
+func (b *Bridge) handlePublish(sid string, kind wire.TopicKind, payload []byte, done func(error)) error {
 	if b.closed() {
 		return ErrClosed
 	}
@@ -34,17 +40,26 @@ func (b *Bridge) HandlePublish(sid string, kind wire.TopicKind, payload []byte) 
 	}
 	switch kind {
 	case wire.KindTelemetry:
-		return b.handleTelemetry(s, payload)
+		return b.handleTelemetry(s, payload, done) // calls done itself
 	case wire.KindStatus:
-		return b.handleStatus(s, payload)
+		err = b.handleStatus(s, payload)
 	case wire.KindAck:
-		return b.handleAck(s, payload)
+		err = b.handleAck(s, payload)
 	default:
-		return fmt.Errorf("%w: station %s may not publish to %q", wire.ErrBadPayload, sid, kind)
+		err = fmt.Errorf("%w: station %s may not publish to %q", wire.ErrBadPayload, sid, kind)
 	}
+	if err == nil && done != nil {
+		done(nil)
+	}
+	return err
 }
 
-func (b *Bridge) handleTelemetry(s *station, payload []byte) error {
+// handleTelemetry applies a telemetry. With done nil it returns once its
+// commit is durable. With done set (SubmitPublish), a transition that only
+// changes the station's state and appends events is applied to s.st at once
+// and its commit queued; done reports the commit's outcome. Anything else
+// is committed before it returns, and done(nil) is called then.
+func (b *Bridge) handleTelemetry(s *station, payload []byte, done func(error)) error {
 	t := telemetryPool.Get().(*wire.Telemetry)
 	defer telemetryPool.Put(t)
 	slots := t.Slots[:cap(t.Slots)]
@@ -60,23 +75,31 @@ func (b *Bridge) handleTelemetry(s *station, payload []byte) error {
 	defer s.mu.Unlock()
 	now := b.cfg.Clock()
 	next, eff := b.m.telemetry(&s.st, t, now)
-	if eff.Ignored {
-		if eff.Snapshot {
-			b.requestSnapshot(s, now)
-		}
+	switch {
+	case eff.Ignored:
 		// Acknowledged once what it duplicates is durable.
 		if err := b.waitDurable(s); err != nil {
 			return fmt.Errorf("bridge: telemetry from %s: %w", s.info.ID, err)
 		}
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
-	defer cancel()
-	if err := b.commit(ctx, s, &change{next: next, eff: eff}, now); err != nil {
-		return err
+	case done != nil && len(eff.Bookings) == 0 && len(eff.Commands) == 0:
+		// Bookings and commands have side effects after their commit (the
+		// command cache, the sender), so only the rest is pipelined.
+		if err := b.queueCommit(s, next, eff.Events, now, done); err != nil {
+			return err
+		}
+		done = nil // called by the commit
+	default:
+		ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+		defer cancel()
+		if err := b.commit(ctx, s, &change{next: next, eff: eff}, now); err != nil {
+			return err
+		}
 	}
 	if eff.Snapshot {
 		b.requestSnapshot(s, now)
+	}
+	if done != nil {
+		done(nil)
 	}
 	return nil
 }

@@ -1,12 +1,10 @@
 package bridge
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/swapbridge/swapbridge/store"
 	"github.com/swapbridge/swapbridge/wire"
@@ -41,10 +39,6 @@ var errResync = errors.New("bridge: station state is being reloaded after a fail
 // fails in its transaction with the error it returns, if not nil.
 var failPipelined atomic.Pointer[func(sid string) error]
 
-// statePool holds the encoded state records of queued commits; a record is
-// returned once its commit is answered.
-var statePool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
-
 // lockStation locks s.mu. If a pipelined commit of s failed, it first waits
 // for the station's queued commits to be answered and reloads st from the
 // store; if that fails the station stays broken and its commits keep
@@ -56,23 +50,9 @@ func (b *Bridge) lockStation(s *station) {
 	}
 	_ = b.waitDurable(s) // broken: reloaded below whatever the outcome
 	var st StationState
-	err := b.store.View(func(tx *store.Tx) error {
-		raw, err := tx.Get(store.KindStationState, s.info.ID)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			st = newStation(s.info.ID, s.info.Slots)
-			st.Inv = b.m.inventory(&st)
-			return nil
-		case err != nil:
-			return err
-		}
-		if err := decodeState(raw, &st); err != nil {
-			return err
-		}
-		if len(st.Slots) < s.info.Slots {
-			st.Slots = append(st.Slots, make([]SlotState, s.info.Slots-len(st.Slots))...)
-		}
-		return nil
+	err := b.store.View(func(tx *store.Tx) (err error) {
+		st, err = b.loadState(tx, s.info)
+		return err
 	})
 	if err != nil {
 		b.log.Warn("bridge: reload station state after a failed commit", "station", s.info.ID, "error", err)
@@ -133,66 +113,19 @@ func (s *station) settled(err error) {
 // Calls for one station must be made one at a time, in the order the
 // messages were received (the broker calls it on the connection's reader).
 func (b *Bridge) SubmitPublish(sid string, kind wire.TopicKind, payload []byte, done func(error)) error {
-	if kind != wire.KindTelemetry {
-		if err := b.HandlePublish(sid, kind, payload); err != nil {
-			return err
-		}
-		done(nil)
-		return nil
-	}
-	if b.closed() {
-		return ErrClosed
-	}
-	s, err := b.station(sid)
+	return b.handlePublish(sid, kind, payload, done)
+}
+
+// queueCommit queues the commit of a telemetry transition of s (whose mu
+// the caller holds) that only changes its state and appends events, and
+// applies it to s.st. done gets the commit's outcome.
+func (b *Bridge) queueCommit(s *station, next StationState, events []outEvent, now time.Time, done func(error)) error {
+	fields, err := encodeFields(events)
 	if err != nil {
 		return err
 	}
-	t := telemetryPool.Get().(*wire.Telemetry)
-	defer telemetryPool.Put(t)
-	slots := t.Slots[:cap(t.Slots)]
-	clear(slots)
-	*t = wire.Telemetry{Slots: slots[:0]}
-	if err := decodeTelemetry(payload, t); err != nil {
-		return fmt.Errorf("%w: telemetry from %s: %v", wire.ErrBadPayload, s.info.ID, err)
-	}
-	if err := t.Validate(s.info.Slots); err != nil {
-		return fmt.Errorf("bridge: telemetry from %s: %w", s.info.ID, err)
-	}
-	b.lockStation(s)
-	defer s.mu.Unlock()
-	now := b.cfg.Clock()
-	next, eff := b.m.telemetry(&s.st, t, now)
-	if eff.Snapshot {
-		defer b.requestSnapshot(s, now)
-	}
-	if eff.Ignored {
-		// Acknowledged only once what it duplicates is durable.
-		if err := b.waitDurable(s); err != nil {
-			return fmt.Errorf("bridge: telemetry from %s: %w", s.info.ID, err)
-		}
-		done(nil)
-		return nil
-	}
-	if len(eff.Bookings) > 0 || len(eff.Commands) > 0 {
-		// Bookings and commands have side effects after their commit (the
-		// command cache, the sender): the synchronous path.
-		ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
-		defer cancel()
-		if err := b.commit(ctx, s, &change{next: next, eff: eff}, now); err != nil {
-			return err
-		}
-		done(nil)
-		return nil
-	}
-	fields := make([][]byte, len(eff.Events))
-	for i, ev := range eff.Events {
-		if fields[i], err = json.Marshal(ev.Fields); err != nil {
-			return fmt.Errorf("bridge: encode %s event: %w", ev.Type, err)
-		}
-	}
-	enc := statePool.Get().(*[]byte)
+	enc := stateBufPool.Get().(*[]byte)
 	*enc = appendState((*enc)[:0], &next)
-	events := eff.Events
 	s.pmu.Lock()
 	s.inflight++
 	s.pmu.Unlock()
@@ -208,15 +141,9 @@ func (b *Bridge) SubmitPublish(sid string, kind wire.TopicKind, payload []byte, 
 		if err := tx.Put(store.KindStationState, s.info.ID, *enc); err != nil {
 			return err
 		}
-		for i, ev := range events {
-			e := &store.Event{Type: ev.Type, Time: now, StationID: s.info.ID, UserID: ev.UserID, Fields: fields[i]}
-			if err := tx.Append(e); err != nil {
-				return err
-			}
-		}
-		return nil
+		return appendEvents(tx, s.info.ID, now, events, fields)
 	}, func(_ []store.Event, err error) {
-		statePool.Put(enc)
+		stateBufPool.Put(enc)
 		s.settled(err)
 		if err != nil {
 			err = fmt.Errorf("bridge: commit station %s: %w", s.info.ID, err)
@@ -224,7 +151,7 @@ func (b *Bridge) SubmitPublish(sid string, kind wire.TopicKind, payload []byte, 
 		done(err)
 	})
 	if err != nil {
-		statePool.Put(enc)
+		stateBufPool.Put(enc)
 		s.settled(nil)
 		return fmt.Errorf("bridge: commit station %s: %w", s.info.ID, err)
 	}

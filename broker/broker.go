@@ -162,6 +162,9 @@ type Broker struct {
 	creds   *credCache
 	m       *metrics
 	handler Handler // set before Start, read-only afterwards
+	// pipe is handler as a PipelineHandler when it is one and pipelining
+	// is on (Config.PipelineDepth > 0); nil otherwise. Set with handler.
+	pipe PipelineHandler
 
 	tcp, tls *listener
 
@@ -182,6 +185,12 @@ type Broker struct {
 
 	closing   atomic.Bool
 	closeOnce sync.Once
+
+	// bg counts the goroutines started by goBackground (PUBACK flushes and
+	// disconnects ordered from a commit's outcome); Close waits for them.
+	bgMu     sync.Mutex
+	bgClosed bool
+	bg       sync.WaitGroup
 }
 
 // New validates cfg and builds a broker backed by creds. Nothing is bound
@@ -331,7 +340,23 @@ func (b *Broker) SetHandler(h Handler) {
 	defer b.stateMu.Unlock()
 	if !b.started {
 		b.handler = h
+		b.pipe = nil
+		if ph, ok := h.(PipelineHandler); ok && b.cfg.PipelineDepth > 0 {
+			b.pipe = ph
+		}
 	}
+}
+
+// goBackground runs f on a goroutine that Close waits for; once Close has
+// begun waiting it runs nothing and returns false.
+func (b *Broker) goBackground(f func()) bool {
+	b.bgMu.Lock()
+	defer b.bgMu.Unlock()
+	if b.bgClosed {
+		return false
+	}
+	b.bg.Go(f)
+	return true
 }
 
 // Start binds the listeners and serves connections in the background. It
@@ -457,6 +482,12 @@ func (b *Broker) Close() error {
 		// Server.Close closes each listener (ours wait for their
 		// connection goroutines) and then waits for every client.
 		_ = b.srv.Close()
+		// Every connection is closed now, so a PUBACK flush still running
+		// fails its write at once.
+		b.bgMu.Lock()
+		b.bgClosed = true
+		b.bgMu.Unlock()
+		b.bg.Wait()
 		b.mu.Lock()
 		clear(b.sessions)
 		b.m.connected.Set(0)

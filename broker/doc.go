@@ -95,10 +95,13 @@
 // Start binds the listeners and returns; connections are served in the
 // background. The abuse limits block only the connection concerned: a
 // refused CONNECT may be held back up to 1s, and a station's publish may
-// wait up to Config.PublishWait for its turn; Close ends those waits. Close stops the listeners, disconnects every client and waits
-// for all connection goroutines, including running Handler calls; once Close
-// has begun no further Will or StationDisconnected is reported, and after it
-// returns no Handler method runs. SendToStation does not block on the
-// network: it queues the message for the station's connection (or its
-// persistent session) and returns. Invalidate and the accessors do not block.
+// wait up to Config.PublishWait for its turn; Close ends those waits. Close
+// stops the listeners, disconnects every client and waits for all connection
+// goroutines, including running Handler calls, and for the goroutines
+// writing pipelined PUBACKs (a done reported after Close writes nothing);
+// once Close has begun no further Will or StationDisconnected is reported,
+// and after it returns no Handler method runs. SendToStation does not block
+// on the network: it queues the message for the station's connection (or its
+// persistent session) and returns. Invalidate and the accessors do not
+// block.
 package broker

@@ -138,7 +138,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	}
 	if tc, ok := cl.Net.Conn.(*trackedConn); ok && tc.acks != nil {
 		if pk.FixedHeader.Qos == 1 && !pk.FixedHeader.Retain {
-			return pk, h.pipelined(tc.acks, hd.(PipelineHandler), sid, kind, pk)
+			return pk, h.pipelined(tc.acks, sid, kind, pk)
 		}
 		// mochi writes this one's PUBACK (and retains it) when the hook
 		// returns: the pipelined ones before it are acknowledged first.
@@ -147,21 +147,36 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		}
 	}
 	if err := hd.HandlePublish(sid, kind, pk.Payload); err != nil {
-		if errors.Is(err, wire.ErrBadPayload) {
+		if h.b.badPayload(sid, kind, err) {
 			// Resending cannot fix it: acknowledge, drop, keep the station.
-			h.b.m.badPayloads.Inc()
-			h.b.log.Warn("station payload rejected", "station", sid, "kind", string(kind), "error", err)
 			if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
 				return pk, packets.ErrPayloadFormatInvalid
 			}
 			return pk, packets.CodeSuccessIgnore
 		}
-		h.b.m.handlerErrors.Inc()
-		h.b.log.Warn("station publish not accepted; disconnecting", "station", sid, "kind", string(kind), "error", err)
+		h.b.notAccepted(sid, kind, err)
 		h.b.dropClient(cl, packets.ErrImplementationSpecificError)
 		return pk, packets.ErrRejectPacket
 	}
 	return pk, nil
+}
+
+// badPayload reports whether a Handler error means the payload can never
+// be applied (wire.ErrBadPayload), and counts and logs it if so.
+func (b *Broker) badPayload(sid string, kind wire.TopicKind, err error) bool {
+	if !errors.Is(err, wire.ErrBadPayload) {
+		return false
+	}
+	b.m.badPayloads.Inc()
+	b.log.Warn("station payload rejected", "station", sid, "kind", string(kind), "error", err)
+	return true
+}
+
+// notAccepted counts and logs a publish that failed in the Handler; the
+// caller closes the connection.
+func (b *Broker) notAccepted(sid string, kind wire.TopicKind, err error) {
+	b.m.handlerErrors.Inc()
+	b.log.Warn("station publish not accepted; disconnecting", "station", sid, "kind", string(kind), "error", err)
 }
 
 // OnWillSent passes a station's Will, already published and retained by
@@ -201,7 +216,7 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	}
 	if tc, ok := cl.Net.Conn.(*trackedConn); ok {
 		tc.established.Store(true)
-		if _, ok := h.b.handler.(PipelineHandler); ok && h.b.cfg.PipelineDepth > 0 {
+		if h.b.pipe != nil {
 			tc.acks = newAckQueue(h.b, cl, h.b.cfg.PipelineDepth)
 		}
 	}

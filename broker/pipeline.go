@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"errors"
 	"sync"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -46,13 +45,18 @@ type ackQueue struct {
 	v5    bool
 
 	mu       sync.Mutex
-	ids      []uint16 // packet ids, oldest first
-	state    []uint8  // ack states, parallel to ids
-	base     uint64   // sequence number of ids[0]
+	pending  []ackEntry // oldest first
+	base     uint64     // sequence number of pending[0]
 	flushing bool
 	failed   bool             // the connection is being closed; nothing more is written
 	wake     chan struct{}    // closed and cleared on every change, when someone waits
 	out      []packets.Packet // the flush goroutine's batch
+}
+
+// ackEntry is one publish awaiting its PUBACK.
+type ackEntry struct {
+	id    uint16 // packet id
+	state uint8  // ackPending until done
 }
 
 func newAckQueue(b *Broker, cl *mqtt.Client, depth int) *ackQueue {
@@ -84,15 +88,14 @@ func (q *ackQueue) wait() {
 func (q *ackQueue) reserve(id uint16) (uint64, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for len(q.ids) >= q.depth && !q.failed {
+	for len(q.pending) >= q.depth && !q.failed {
 		q.wait()
 	}
 	if q.failed {
 		return 0, false
 	}
-	q.ids = append(q.ids, id)
-	q.state = append(q.state, ackPending)
-	return q.base + uint64(len(q.ids)-1), true
+	q.pending = append(q.pending, ackEntry{id: id})
+	return q.base + uint64(len(q.pending)-1), true
 }
 
 // drain waits until every publish reserved so far is acknowledged (its
@@ -101,7 +104,7 @@ func (q *ackQueue) reserve(id uint16) (uint64, bool) {
 func (q *ackQueue) drain() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for (len(q.ids) > 0 || q.flushing) && !q.failed {
+	for (len(q.pending) > 0 || q.flushing) && !q.failed {
 		q.wait()
 	}
 	return !q.failed
@@ -127,19 +130,19 @@ func (q *ackQueue) complete(n uint64, ack uint8, sid string, kind wire.TopicKind
 		q.failed = true
 		q.signal()
 		q.mu.Unlock()
-		q.b.m.handlerErrors.Inc()
-		q.b.log.Warn("station publish not accepted; disconnecting", "station", sid, "kind", string(kind), "error", err)
-		go q.b.dropClient(q.cl, packets.ErrImplementationSpecificError)
+		q.b.notAccepted(sid, kind, err)
+		// Not on the caller's goroutine: it may be the store's committer.
+		q.b.goBackground(func() { q.b.dropClient(q.cl, packets.ErrImplementationSpecificError) })
 		return
 	}
-	q.state[n-q.base] = ack
-	start := !q.flushing && q.state[0] != ackPending
+	q.pending[n-q.base].state = ack
+	start := !q.flushing && q.pending[0].state != ackPending
 	if start {
 		q.flushing = true
 	}
 	q.mu.Unlock()
-	if start {
-		go q.flush()
+	if start && !q.b.goBackground(q.flush) {
+		q.fail() // the broker is closing; so is the connection
 	}
 }
 
@@ -152,7 +155,7 @@ func (q *ackQueue) flush() {
 	for {
 		q.mu.Lock()
 		k := 0
-		for k < len(q.state) && q.state[k] != ackPending {
+		for k < len(q.pending) && q.pending[k].state != ackPending {
 			k++
 		}
 		if k == 0 || q.failed {
@@ -162,18 +165,15 @@ func (q *ackQueue) flush() {
 			return
 		}
 		acks := q.out[:0]
-		for i := range k {
-			pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: q.ids[i]}
-			if q.v5 && q.state[i] == ackBadPayload {
+		for _, e := range q.pending[:k] {
+			pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: e.id}
+			if q.v5 && e.state == ackBadPayload {
 				pk.ReasonCode = packets.ErrPayloadFormatInvalid.Code
 				pk.Properties.ReasonString = packets.ErrPayloadFormatInvalid.Reason
 			}
 			acks = append(acks, pk)
 		}
-		n := copy(q.ids, q.ids[k:])
-		q.ids = q.ids[:n]
-		copy(q.state, q.state[k:])
-		q.state = q.state[:n]
+		q.pending = q.pending[:copy(q.pending, q.pending[k:])]
 		q.base += uint64(k)
 		q.signal()
 		q.mu.Unlock()
@@ -193,26 +193,23 @@ func (q *ackQueue) flush() {
 	}
 }
 
-// pipelined hands a QoS 1 station publish to ph and queues its PUBACK.
-// It always returns ErrRejectPacket: mochi writes nothing and delivers
-// nothing for it.
-func (h *hook) pipelined(q *ackQueue, ph PipelineHandler, sid string, kind wire.TopicKind, pk packets.Packet) error {
+// pipelined hands a QoS 1 station publish to the PipelineHandler and
+// queues its PUBACK. It always returns ErrRejectPacket: mochi writes
+// nothing and delivers nothing for it.
+func (h *hook) pipelined(q *ackQueue, sid string, kind wire.TopicKind, pk packets.Packet) error {
 	n, ok := q.reserve(pk.PacketID)
 	if !ok {
 		return packets.ErrRejectPacket
 	}
-	err := ph.SubmitPublish(sid, kind, pk.Payload, func(err error) {
+	err := h.b.pipe.SubmitPublish(sid, kind, pk.Payload, func(err error) {
 		q.complete(n, ackSuccess, sid, kind, err)
 	})
-	if err == nil {
-		return packets.ErrRejectPacket
-	}
-	if errors.Is(err, wire.ErrBadPayload) {
-		h.b.m.badPayloads.Inc()
-		h.b.log.Warn("station payload rejected", "station", sid, "kind", string(kind), "error", err)
+	switch {
+	case err == nil:
+	case h.b.badPayload(sid, kind, err):
 		q.complete(n, ackBadPayload, sid, kind, nil)
-		return packets.ErrRejectPacket
+	default:
+		q.complete(n, ackSuccess, sid, kind, err)
 	}
-	q.complete(n, ackSuccess, sid, kind, err)
 	return packets.ErrRejectPacket
 }

@@ -157,7 +157,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	s.hub.Register(s.mux)
 	web.Register(s.mux)
 	if cfg.Pprof {
-		registerPprof(s.mux, token)
+		registerPprof(s.mux, s.api.AdminOnly)
 	}
 	return s, nil
 }
