@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -31,6 +32,13 @@ type inproc struct {
 
 func startInproc(t *testing.T, mutate func(*server.Config)) *inproc {
 	t.Helper()
+	return startInprocLog(t, nil, mutate)
+}
+
+// startInprocLog is startInproc with swapd's log going to log (nil:
+// discarded).
+func startInprocLog(t *testing.T, log *slog.Logger, mutate func(*server.Config)) *inproc {
+	t.Helper()
 	cfg := server.Defaults()
 	cfg.DataDir = t.TempDir()
 	cfg.MQTTAddr = "127.0.0.1:0"
@@ -39,7 +47,7 @@ func startInproc(t *testing.T, mutate func(*server.Config)) *inproc {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	srv, err := server.New(cfg, nil)
+	srv, err := server.New(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,468 @@
+package reliability
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/swapbridge/swapbridge/client"
+	"github.com/swapbridge/swapbridge/internal/mqtttest"
+	"github.com/swapbridge/swapbridge/server"
+	"github.com/swapbridge/swapbridge/wire"
+)
+
+// attackLab is one in-process swapd under attack, its log captured at the
+// production level (info) so a row can count the log bytes it caused and
+// look for its secrets in them.
+type attackLab struct {
+	*inproc
+	log     *logBuf
+	secrets map[string]string
+}
+
+func startAttackLab(t *testing.T, mutate func(*server.Config)) *attackLab {
+	t.Helper()
+	lb := &logBuf{}
+	log := slog.New(slog.NewJSONHandler(lb, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	p := startInprocLog(t, log, mutate)
+	return &attackLab{inproc: p, log: lb}
+}
+
+// logLen is the number of log bytes written so far.
+func (l *attackLab) logLen() int {
+	l.log.mu.Lock()
+	defer l.log.mu.Unlock()
+	return l.log.b.Len()
+}
+
+// logSince returns the log written since offset n.
+func (l *attackLab) logSince(n int) string {
+	l.log.mu.Lock()
+	defer l.log.mu.Unlock()
+	return string(l.log.b.Bytes()[n:])
+}
+
+// connect logs a station in with MQTT version v; the connection is closed
+// at cleanup.
+func (l *attackLab) connect(t *testing.T, sid string, v byte) *mqtttest.Conn {
+	t.Helper()
+	c, code, err := mqtttest.Connect(l.mqtt, sid, l.secrets[sid], v, 15*time.Second)
+	if err != nil || code != 0 {
+		t.Fatalf("connect %s: reason %#x, %v", sid, code, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// attack is one row of the attacker suite.
+type attack struct {
+	name string
+	// run performs the attack and returns the answer the attacker got,
+	// in words; want is the answer a hardened swapd gives.
+	run  func(t *testing.T, l *attackLab) string
+	want string
+	// maxLog bounds the log bytes the row may cause (0: 8 KiB).
+	maxLog int
+	// changes is set for rows whose purpose is to change state (an
+	// operator revoking something, a booking); they check what they
+	// changed themselves. Every other row must leave the event log and
+	// every station view exactly as they were.
+	changes bool
+}
+
+// TestAttacks replays, as a table, the probes swapd was attacked with from
+// outside: one swapd, real sockets, one row per attack. Each row checks the
+// answer the attacker got, that the log stayed small and free of the
+// secrets involved, and (but for the operator's own revocations) that
+// nothing changed, by reading the state back.
+func TestAttacks(t *testing.T) {
+	l := startAttackLab(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	l.secrets = provision(t, l.admin, 4, "A-LOG", "A-FOREIGN", "A-STATUS", "A-STUCK", "A-NAT1", "A-NAT2", "A-ACL", "A-CTRL", "A-ROT", "A-DEL", "A-BOOK1", "A-BOOK2", "A-BOOK3")
+	for _, sid := range []string{"A-BOOK1", "A-BOOK2", "A-BOOK3"} {
+		startAckingStation(t, l.mqtt, sid, l.secrets[sid], "boot-"+sid, 1, 4, true)
+		waitAvailable(t, l.admin, sid, 4)
+	}
+	rider, err := l.admin.CreateUser(ctx, "attacker-rider")
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim, err := l.admin.CreateUser(ctx, "victim-rider")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wsBase := "ws" + strings.TrimPrefix(l.http, "http")
+
+	rows := []attack{
+		{
+			name: "a second CONNECT on a live connection carries the secret",
+			run: func(t *testing.T, l *attackLab) string {
+				c := l.connect(t, "A-LOG", mqtttest.V311)
+				if err := c.Write(mqtttest.ConnectPacket("A-LOG", l.secrets["A-LOG"])); err != nil {
+					return "write failed: " + err.Error()
+				}
+				if _, err := c.ReadUntilClosed(); !mqtttest.Closed(err) {
+					return "connection kept open"
+				}
+				return "closed"
+			},
+			want: "closed",
+		},
+		{
+			name: "a 60 KB publish to a foreign topic, 20 times with reconnects",
+			run: func(t *testing.T, l *attackLab) string {
+				closed := 0
+				for i := range 20 {
+					c := l.connect(t, "A-FOREIGN", mqtttest.V311)
+					c.Publish(wire.Topic("A-LOG", wire.KindTelemetry), 1, uint16(i+1), []byte(strings.Repeat("x", 60<<10)), false, nil)
+					pks, err := c.ReadUntilClosed()
+					if mqtttest.Closed(err) && len(pks) == 0 {
+						closed++
+					}
+					c.Close()
+				}
+				return fmt.Sprintf("closed without PUBACK %d of 20", closed)
+			},
+			want: "closed without PUBACK 20 of 20",
+		},
+		{
+			name: "a malformed retained status over MQTT 5, 150 times on one connection",
+			run: func(t *testing.T, l *attackLab) string {
+				c := l.connect(t, "A-STATUS", mqtttest.V5)
+				bad := []byte(`{"online":"maybe","boot_id":` + strings.Repeat(`"x`, 20000) + `"}`)
+				codes := map[byte]int{}
+				for i := range 150 {
+					if err := c.Publish(wire.Topic("A-STATUS", wire.KindStatus), 1, uint16(i+1), bad, true, nil); err != nil {
+						return "write failed: " + err.Error()
+					}
+					pk, err := c.Read()
+					if err != nil {
+						return fmt.Sprintf("after %d: %v", i, err)
+					}
+					codes[pk.ReasonCode]++
+				}
+				return fmt.Sprintf("PUBACK codes %v", codes)
+			},
+			want: "PUBACK codes map[153:150]", // 0x99 payload format invalid
+		},
+		{
+			name: "a retained status is acknowledged with a valid PUBACK code",
+			run: func(t *testing.T, l *attackLab) string {
+				c := l.connect(t, "A-STATUS", mqtttest.V5)
+				st, _ := json.Marshal(wire.Status{Online: true, BootID: "boot-status", TS: time.Now().UTC(), Slots: 4})
+				c.Publish(wire.Topic("A-STATUS", wire.KindStatus), 1, 1, st, true, nil)
+				pk, err := c.Read()
+				if err != nil {
+					return err.Error()
+				}
+				return fmt.Sprintf("PUBACK %#x", pk.ReasonCode)
+			},
+			want:    "PUBACK 0x0",
+			changes: true, // the station goes online
+		},
+		{
+			name: "a client that stops reading holds the station's session; the station reconnects",
+			run: func(t *testing.T, l *attackLab) string {
+				stuck := l.connect(t, "A-STUCK", mqtttest.V5)
+				st, _ := json.Marshal(wire.Status{Online: true, BootID: "boot-stuck", TS: time.Now().UTC(), Slots: 4})
+				// Retained statuses with 60 KB of user properties each: an
+				// echo of them in the PUBACKs would fill the socket of a
+				// client that never reads.
+				for i := range 40 {
+					if err := stuck.Publish(wire.Topic("A-STUCK", wire.KindStatus), 1, uint16(i+1), st, true, mqtttest.UserProperties(60<<10)); err != nil {
+						break // the server stopped reading: that is its right
+					}
+				}
+				start := time.Now()
+				c, code, err := mqtttest.Connect(l.mqtt, "A-STUCK", l.secrets["A-STUCK"], mqtttest.V311, 60*time.Second)
+				if err != nil {
+					return "no CONNACK: " + err.Error()
+				}
+				defer c.Close()
+				t.Logf("CONNACK behind a client that stopped reading: %.2fs", time.Since(start).Seconds())
+				if d := time.Since(start); d > 15*time.Second {
+					return fmt.Sprintf("CONNACK %#x after %s", code, d.Round(time.Second))
+				}
+				return fmt.Sprintf("CONNACK %#x", code)
+			},
+			want:    "CONNACK 0x0",
+			changes: true, // the station went online
+			maxLog:  16 << 10,
+		},
+		{
+			name: "30 wrong passwords for a neighbour from the same address; a station with its own secret logs in",
+			run: func(t *testing.T, l *attackLab) string {
+				refused := 0
+				for range 12 {
+					c, code, err := mqtttest.Connect(l.mqtt, "A-NAT1", "wrong-secret-0123456789", mqtttest.V311, 15*time.Second)
+					if err != nil || code != 0 {
+						refused++
+					}
+					if c != nil {
+						c.Close()
+					}
+				}
+				c, code, err := mqtttest.Connect(l.mqtt, "A-NAT2", l.secrets["A-NAT2"], mqtttest.V311, 15*time.Second)
+				if err != nil {
+					return fmt.Sprintf("neighbour: %v", err)
+				}
+				c.Close()
+				return fmt.Sprintf("wrong refused %d of 12; neighbour CONNACK %#x", refused, code)
+			},
+			want: "wrong refused 12 of 12; neighbour CONNACK 0x0",
+		},
+		{
+			name: "MQTT 5 publishes refused by the ACL, with 60 KB of user properties each",
+			run: func(t *testing.T, l *attackLab) string {
+				c := l.connect(t, "A-ACL", mqtttest.V5)
+				echoed, answered := 0, 0
+				for i := range 20 {
+					if err := c.Publish(wire.Topic("A-LOG", wire.KindTelemetry), 1, uint16(i+1), []byte(`{}`), false, mqtttest.UserProperties(60<<10)); err != nil {
+						break
+					}
+					pk, err := c.Read()
+					if err != nil {
+						break
+					}
+					answered++
+					if len(pk.Properties.User) > 0 {
+						echoed++
+					}
+				}
+				return fmt.Sprintf("acks echoing user properties: %d (answered %d)", echoed, min(answered, 1))
+			},
+			want: "acks echoing user properties: 0 (answered 1)",
+		},
+		{
+			name: "control characters in battery_id and fault",
+			run: func(t *testing.T, l *attackLab) string {
+				c := l.connect(t, "A-CTRL", mqtttest.V5)
+				codes := []string{}
+				for i, s := range []wire.Slot{
+					{Slot: 1, BatteryID: ptr("\x1b[2J\x1b]0;OWNED\a"), SoC: 90, SoH: 95, TempC: 25, Door: wire.DoorClosed, Locked: true},
+					{Slot: 1, BatteryID: ptr("B-1"), SoC: 90, SoH: 95, TempC: 25, Door: wire.DoorClosed, Locked: true, Fault: "over\x00temp\r\n"},
+				} {
+					tel, _ := json.Marshal(wire.Telemetry{BootID: "boot-ctrl", Seq: uint64(i + 1), TS: time.Now().UTC(), Slots: []wire.Slot{s}})
+					c.Publish(wire.Topic("A-CTRL", wire.KindTelemetry), 1, uint16(i+1), tel, false, nil)
+					pk, err := c.Read()
+					if err != nil {
+						return err.Error()
+					}
+					codes = append(codes, fmt.Sprintf("%#x", pk.ReasonCode))
+				}
+				return "PUBACK " + strings.Join(codes, ",")
+			},
+			want: "PUBACK 0x99,0x99",
+		},
+		{
+			name: "the admin token as ?token=, on the API and on /debug/pprof",
+			run: func(t *testing.T, l *attackLab) string {
+				var got []string
+				for _, path := range []string{"/api/admin/stations", "/debug/pprof/"} {
+					resp, err := http.Get(l.http + path + "?token=" + testAdminToken)
+					if err != nil {
+						return err.Error()
+					}
+					resp.Body.Close()
+					got = append(got, fmt.Sprint(resp.StatusCode))
+				}
+				return strings.Join(got, ",")
+			},
+			want: "401,401",
+		},
+		{
+			name: "an anonymous ?since=0 asks for the whole retained log",
+			run: func(t *testing.T, l *attackLab) string {
+				conn, _, err := websocket.DefaultDialer.Dial(wsBase+"/ws/stations/?since=0", nil)
+				if err != nil {
+					return err.Error()
+				}
+				defer conn.Close()
+				conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+				var hello wire.Hello
+				if err := conn.ReadJSON(&hello); err != nil {
+					return err.Error()
+				}
+				if hello.Recovered {
+					return fmt.Sprintf("replayed all of %d events", hello.Seq)
+				}
+				return "recovered:false"
+			},
+			want: "recovered:false",
+		},
+		{
+			name: "40 concurrent bookings by one rider",
+			run: func(t *testing.T, l *attackLab) string {
+				rc := client.New(l.http, rider.Token)
+				var mu sync.Mutex
+				answers := map[string]int{}
+				var wg sync.WaitGroup
+				for i := range 40 {
+					wg.Go(func() {
+						_, err := rc.Book(ctx, fmt.Sprintf("A-BOOK%d", i%3+1))
+						mu.Lock()
+						defer mu.Unlock()
+						switch {
+						case err == nil:
+							answers["201"]++
+						case client.IsCode(err, "booking_limit"):
+							answers["409 booking_limit"]++
+						default:
+							answers[err.Error()]++
+						}
+					})
+				}
+				wg.Wait()
+				var list struct {
+					Bookings []wire.Booking `json:"bookings"`
+				}
+				if err := rc.Do(ctx, "GET", "/api/bookings", nil, &list); err != nil {
+					return err.Error()
+				}
+				active := 0
+				for _, b := range list.Bookings {
+					switch b.Status {
+					case wire.BookingStatusPending, wire.BookingStatusConfirmed, wire.BookingStatusReady:
+						active++
+					}
+				}
+				return fmt.Sprintf("%v; active %d", answers, active)
+			},
+			want:    "map[201:2 409 booking_limit:38]; active 2",
+			changes: true,
+		},
+		{
+			name: "a stolen secret after the operator rotates it",
+			run: func(t *testing.T, l *attackLab) string {
+				thief := l.connect(t, "A-ROT", mqtttest.V311)
+				var rot wire.CreateStationResponse
+				if err := l.admin.Do(ctx, "POST", "/api/admin/stations/A-ROT/secret", map[string]string{"grace": "0s"}, &rot); err != nil {
+					return "rotate: " + err.Error()
+				}
+				_, err := thief.ReadUntilClosed()
+				live := "live session kept"
+				if mqtttest.Closed(err) {
+					live = "live session closed"
+				}
+				c, code, err := mqtttest.Connect(l.mqtt, "A-ROT", l.secrets["A-ROT"], mqtttest.V311, 15*time.Second)
+				if err == nil {
+					c.Close()
+				}
+				old := fmt.Sprintf("old secret CONNACK %#x", code)
+				c, code, err = mqtttest.Connect(l.mqtt, "A-ROT", rot.Secret, mqtttest.V311, 15*time.Second)
+				if err != nil {
+					return "new secret: " + err.Error()
+				}
+				c.Close()
+				if strings.Contains(l.logSince(0), rot.Secret) {
+					return "new secret in the log"
+				}
+				return fmt.Sprintf("%s; %s; new secret CONNACK %#x", live, old, code)
+			},
+			want:    "live session closed; old secret CONNACK 0x5; new secret CONNACK 0x0",
+			changes: true,
+		},
+		{
+			name: "a deleted station logs in",
+			run: func(t *testing.T, l *attackLab) string {
+				live := l.connect(t, "A-DEL", mqtttest.V311)
+				if err := l.admin.Do(ctx, "DELETE", "/api/admin/stations/A-DEL", nil, nil); err != nil {
+					return "delete: " + err.Error()
+				}
+				_, err := live.ReadUntilClosed()
+				out := "live session kept"
+				if mqtttest.Closed(err) {
+					out = "live session closed"
+				}
+				c, code, err := mqtttest.Connect(l.mqtt, "A-DEL", l.secrets["A-DEL"], mqtttest.V311, 15*time.Second)
+				if err == nil {
+					c.Close()
+				}
+				_, err = l.admin.Station(ctx, "A-DEL")
+				return fmt.Sprintf("%s; CONNACK %#x; GET station: %v", out, code, client.IsCode(err, "not_found"))
+			},
+			want:    "live session closed; CONNACK 0x5; GET station: true",
+			changes: true,
+		},
+		{
+			name: "a revoked user token, on HTTP and on a live WebSocket",
+			run: func(t *testing.T, l *attackLab) string {
+				ws, _, err := websocket.DefaultDialer.Dial(wsBase+"/ws/notifications/?token="+victim.Token, nil)
+				if err != nil {
+					return err.Error()
+				}
+				defer ws.Close()
+				ws.SetReadDeadline(time.Now().Add(15 * time.Second))
+				var hello wire.Hello
+				if err := ws.ReadJSON(&hello); err != nil {
+					return err.Error()
+				}
+				if err := l.admin.Do(ctx, "DELETE", "/api/admin/users/victim-rider/tokens", nil, nil); err != nil {
+					return "revoke: " + err.Error()
+				}
+				for {
+					if _, _, err = ws.ReadMessage(); err != nil {
+						break
+					}
+				}
+				wsOut := "WebSocket: " + err.Error()
+				var ce *websocket.CloseError
+				if errors.As(err, &ce) {
+					wsOut = fmt.Sprintf("WebSocket closed %d", ce.Code)
+				}
+				err = client.New(l.http, victim.Token).Do(ctx, "GET", "/api/bookings", nil, nil)
+				return fmt.Sprintf("%s; HTTP unauthorized: %v", wsOut, client.IsCode(err, "unauthorized"))
+			},
+			want:    "WebSocket closed 1008; HTTP unauthorized: true",
+			changes: true,
+		},
+	}
+
+	before := l.fingerprint(t)
+	for _, row := range rows {
+		t.Run(row.name, func(t *testing.T) {
+			logAt := l.logLen()
+			got := row.run(t, l)
+			if got != row.want {
+				t.Errorf("answer %q, want %q", got, row.want)
+			}
+			logged := l.logSince(logAt)
+			limit := row.maxLog
+			if limit == 0 {
+				limit = 8 << 10
+			}
+			t.Logf("log bytes caused: %d", len(logged))
+			if len(logged) > limit {
+				t.Errorf("the attack caused %d log bytes, more than %d:\n%.2000s", len(logged), limit, logged)
+			}
+			for sid, secret := range l.secrets {
+				if strings.Contains(logged, secret) {
+					t.Errorf("the secret of %s reached the log", sid)
+				}
+			}
+			if strings.Contains(logged, testAdminToken) {
+				t.Errorf("the admin token reached the log")
+			}
+			if row.changes {
+				before = l.fingerprint(t)
+				return
+			}
+			if after := l.fingerprint(t); after != before {
+				t.Errorf("state changed:\nbefore %s\nafter  %s", before, after)
+				before = after
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
