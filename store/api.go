@@ -65,7 +65,7 @@ type Station struct {
 // User is an app user.
 type User struct {
 	ID        string    `json:"id"`
-	TokenHash [32]byte  `json:"token_hash"` // SHA-256 of the user's token
+	TokenHash [32]byte  `json:"token_hash"` // SHA-256 of the token the user was created with; its live tokens are in the token index (see AddUserToken)
 	CreatedAt time.Time `json:"created_at"`
 }
 

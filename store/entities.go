@@ -204,10 +204,7 @@ func (s *Store) CreateUser(ctx context.Context, u User) error {
 		if err := users.Put([]byte(u.ID), v); err != nil {
 			return fmt.Errorf("store: create user %q: %w", u.ID, err)
 		}
-		if err := tokens.Put(u.TokenHash[:], []byte(u.ID)); err != nil {
-			return fmt.Errorf("store: create user %q: token index: %w", u.ID, err)
-		}
-		return nil
+		return tx.addToken(u.ID, u.TokenHash, u.CreatedAt)
 	})
 	return err
 }

@@ -164,6 +164,9 @@ func (s *Store) init() error {
 		if err := migrateStationIndex(btx); err != nil {
 			return err
 		}
+		if err := initCredentials(btx); err != nil {
+			return err
+		}
 		for _, k := range knownKinds {
 			if _, err := btx.CreateBucketIfNotExists(recBucket(k)); err != nil {
 				return fmt.Errorf("create bucket for %s: %w", k, err)
