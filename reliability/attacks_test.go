@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -173,16 +174,7 @@ func TestAttacks(t *testing.T) {
 		{
 			name: "a client that stops reading holds the station's session; the station reconnects",
 			run: func(t *testing.T, l *attackLab) string {
-				stuck := l.connect(t, "A-STUCK", mqtttest.V5)
-				st, _ := json.Marshal(wire.Status{Online: true, BootID: "boot-stuck", TS: time.Now().UTC(), Slots: 4})
-				// Retained statuses with 60 KB of user properties each: an
-				// echo of them in the PUBACKs would fill the socket of a
-				// client that never reads.
-				for i := range 40 {
-					if err := stuck.Publish(wire.Topic("A-STUCK", wire.KindStatus), 1, uint16(i+1), st, true, mqtttest.UserProperties(60<<10)); err != nil {
-						break // the server stopped reading: that is its right
-					}
-				}
+				stuckClient(t, l, "A-STUCK")
 				start := time.Now()
 				c, code, err := mqtttest.Connect(l.mqtt, "A-STUCK", l.secrets["A-STUCK"], mqtttest.V311, 60*time.Second)
 				if err != nil {
@@ -466,3 +458,43 @@ func TestAttacks(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// stuckClient logs sid in with MQTT 5, shrinks its receive buffer and
+// sends retained statuses with 60 KB of user properties each without ever
+// reading: an echo of those properties in the PUBACKs fills its socket, and
+// a server writing to it without a deadline blocks.
+func stuckClient(t *testing.T, l *attackLab, sid string) *mqtttest.Conn {
+	t.Helper()
+	stuck := l.connect(t, sid, mqtttest.V5)
+	if tc, ok := stuck.NC.(*net.TCPConn); ok {
+		tc.SetReadBuffer(4 << 10)
+	}
+	st, _ := json.Marshal(wire.Status{Online: true, BootID: "boot-stuck", TS: time.Now().UTC(), Slots: 4})
+	for i := range 150 {
+		stuck.NC.SetWriteDeadline(time.Now().Add(2 * time.Second))
+		if err := stuck.Publish(wire.Topic(sid, wire.KindStatus), 1, uint16(i+1), st, true, mqtttest.UserProperties(60<<10)); err != nil {
+			break // the server stopped reading: that is its right
+		}
+	}
+	return stuck
+}
+
+// TestShutdownWithStuckClients stops swapd while clients holding station
+// credentials have stopped reading: Shutdown finishes within swapd's 10 s
+// budget whatever the clients do.
+func TestShutdownWithStuckClients(t *testing.T) {
+	l := startAttackLab(t, nil)
+	l.secrets = provision(t, l.admin, 4, "SD-1", "SD-2", "SD-3")
+	for _, sid := range []string{"SD-1", "SD-2", "SD-3"} {
+		stuckClient(t, l, sid)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	start := time.Now()
+	err := l.srv.Shutdown(ctx)
+	took := time.Since(start)
+	t.Logf("shutdown with 3 stuck clients: %.2fs (err %v)", took.Seconds(), err)
+	if took > 10*time.Second {
+		t.Errorf("shutdown took %s, more than the 10s budget", took.Round(100*time.Millisecond))
+	}
+}
