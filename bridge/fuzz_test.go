@@ -25,6 +25,7 @@ func FuzzHandlePublish(f *testing.F) {
 		`{"id":"c123","ok":true,"error":""}`,
 		`{"boot_id":"A","seq":18446744073709551615,"slots":[]}`,
 		`[]`, `null`, `{"slots":[{"slot":-1}]}`, "\xff",
+		`{"boot_id":"A","seq":4,"slots":[{"slot":1,"battery_id":"\u001b[2J\u001b]0;OWNED\u0007","door":"closed","fault":"\u009b"}]}`,
 	}
 	for _, s := range seeds {
 		for k := range 3 {

@@ -109,8 +109,8 @@ func (b *Bridge) handleStatus(s *station, payload []byte) error {
 	if err := json.Unmarshal(payload, &st); err != nil {
 		return fmt.Errorf("%w: status from %s: %v", wire.ErrBadPayload, s.info.ID, err)
 	}
-	if st.BootID == "" || len(st.BootID) > 128 {
-		return fmt.Errorf("%w: status from %s: boot_id must be 1..128 bytes", wire.ErrBadPayload, s.info.ID)
+	if st.BootID == "" || len(st.BootID) > 128 || wire.HasControl(st.BootID) {
+		return fmt.Errorf("%w: status from %s: boot_id must be 1..128 bytes without control characters", wire.ErrBadPayload, s.info.ID)
 	}
 	b.lockStation(s)
 	defer s.mu.Unlock()
@@ -133,8 +133,9 @@ func (b *Bridge) handleAck(s *station, payload []byte) error {
 	if err := json.Unmarshal(payload, &ack); err != nil {
 		return fmt.Errorf("%w: ack from %s: %v", wire.ErrBadPayload, s.info.ID, err)
 	}
-	if ack.ID == "" || len(ack.ID) > 128 || len(ack.Error) > 1024 {
-		return fmt.Errorf("%w: ack from %s: id must be 1..128 bytes, error at most 1024", wire.ErrBadPayload, s.info.ID)
+	if ack.ID == "" || len(ack.ID) > 128 || len(ack.Error) > 1024 || wire.HasControl(ack.Error) {
+		// The error text reaches the user's notification.
+		return fmt.Errorf("%w: ack from %s: id must be 1..128 bytes, error at most 1024 without control characters", wire.ErrBadPayload, s.info.ID)
 	}
 	b.lockStation(s)
 	defer s.mu.Unlock()

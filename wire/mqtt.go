@@ -96,8 +96,8 @@ const MaxSlots = 256
 // Validate checks a decoded telemetry message for the contract's invariants.
 // slots is the station's provisioned slot count (0 skips the range check).
 func (t *Telemetry) Validate(slots int) error {
-	if t.BootID == "" || len(t.BootID) > 128 {
-		return fmt.Errorf("%w: boot_id must be 1..128 bytes", ErrBadPayload)
+	if t.BootID == "" || len(t.BootID) > 128 || HasControl(t.BootID) {
+		return fmt.Errorf("%w: boot_id must be 1..128 bytes without control characters", ErrBadPayload)
 	}
 	if t.Seq == 0 {
 		return fmt.Errorf("%w: seq must be ≥ 1", ErrBadPayload)
@@ -134,5 +134,29 @@ func (s *Slot) Validate(slots int) error {
 	if len(s.Fault) > 256 {
 		return fmt.Errorf("%w: slot %d: fault too long", ErrBadPayload, s.Slot)
 	}
+	if s.BatteryID != nil && HasControl(*s.BatteryID) {
+		return fmt.Errorf("%w: slot %d: battery_id has a control character", ErrBadPayload, s.Slot)
+	}
+	if HasControl(s.Fault) {
+		return fmt.Errorf("%w: slot %d: fault has a control character", ErrBadPayload, s.Slot)
+	}
 	return nil
+}
+
+// HasControl reports whether s contains a control character: C0 (U+0000 to
+// U+001F), DEL (U+007F) or C1 (U+0080 to U+009F, UTF-8 0xC2 0x80..0x9F).
+// Such text would reach terminals and apps verbatim (an operator's log
+// viewer, a notification), where escape sequences can rewrite the screen.
+// Invalid UTF-8 is not its concern (the JSON decoders replace it).
+func HasControl(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c < 0x20 || c == 0x7f:
+			return true
+		case c == 0xc2 && i+1 < len(s) && s[i+1] >= 0x80 && s[i+1] <= 0x9f:
+			return true
+		}
+	}
+	return false
 }
