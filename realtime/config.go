@@ -88,6 +88,21 @@ type Config struct {
 	// ReplayPage is how many events one history read returns during a
 	// resume; 0 means 512.
 	ReplayPage int
+	// MaxReplay bounds how far back a station channel's resume may start:
+	// a since more than MaxReplay seqs behind the newest event is answered
+	// as one outside retention (recovered:false and a snapshot), so that
+	// an anonymous ?since=0 does not replay the whole retained log. The
+	// distance in seqs is an upper bound of the events replayed (a
+	// channel's events are among them) and costs nothing to check. The
+	// user channel is not bounded: it needs a token, its sockets are
+	// bounded per user, and its replay reads only the user's own events
+	// through the user index. 0 means DefaultMaxReplay (10000, about 1.5
+	// MB of frames); negative means unbounded.
+	MaxReplay int
+	// AuthFailed, when set, is called on the request's goroutine before an
+	// upgrade with a wrong token is refused with 401; it may hold the
+	// request back (the API's login slowdown, api.API.LoginFailed).
+	AuthFailed func(r *http.Request)
 	// ClientIP returns the client address used for MaxConnsPerIP; nil means
 	// the host part of Request.RemoteAddr. Set it when swapd sits behind a
 	// trusted proxy.
@@ -109,6 +124,7 @@ const (
 	DefaultMaxConnsPerIP   = 1024
 	DefaultReadLimit       = 4 << 10
 	DefaultReplayPage      = 512
+	DefaultMaxReplay       = 10000
 )
 
 func (c *Config) setDefaults() {
@@ -138,6 +154,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ReplayPage <= 0 {
 		c.ReplayPage = DefaultReplayPage
+	}
+	if c.MaxReplay == 0 {
+		c.MaxReplay = DefaultMaxReplay
 	}
 	if c.ClientIP == nil {
 		c.ClientIP = remoteHost

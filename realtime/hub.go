@@ -323,6 +323,9 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if uid, err = h.auth.UserForToken(tok); err != nil || !wire.ValidID(uid) {
+			if h.cfg.AuthFailed != nil {
+				h.cfg.AuthFailed(r)
+			}
 			h.refuse(w, r, http.StatusUnauthorized, "unauthorized", "the token is not valid")
 			return
 		}
@@ -386,7 +389,7 @@ func (h *Hub) handshake(c *client, since uint64, resume bool) error {
 	last := h.hist.LastSeq()
 	recovered := false
 	var page []store.Event
-	if resume && since <= last {
+	if resume && since <= last && h.replayAllowed(c.ch, since, last) {
 		evs, err := h.hist.EventsAfter(c.ch, since, h.cfg.ReplayPage)
 		switch {
 		case err == nil:
@@ -457,6 +460,16 @@ func (h *Hub) handshake(c *client, since uint64, resume bool) error {
 	}
 	h.goLive(c, sent)
 	return nil
+}
+
+// replayAllowed reports whether a resume of ch from since is within
+// Config.MaxReplay of last (the user channel always is).
+func (h *Hub) replayAllowed(ch store.Channel, since, last uint64) bool {
+	if n := h.cfg.MaxReplay; n < 0 || ch.Kind == store.OneUser || last-since <= uint64(n) {
+		return true
+	}
+	h.m.replayBounded.Inc()
+	return false
 }
 
 // writeDirect writes b from the handshake goroutine (the writer is not

@@ -14,7 +14,10 @@ type metrics struct {
 	slowCloses  prometheus.Counter
 	queueDepth  prometheus.Histogram
 	resumes     *prometheus.CounterVec
-	rejected    *prometheus.CounterVec
+	// replayBounded counts resumes answered with a snapshot because since
+	// was more than Config.MaxReplay behind.
+	replayBounded prometheus.Counter
+	rejected      *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -40,6 +43,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "swapd_ws_resumes_total",
 			Help: "Connections opened with ?since=, by whether the missed events could be replayed.",
 		}, []string{"recovered"}),
+		replayBounded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "swapd_ws_replays_bounded_total",
+			Help: "Resumes answered with recovered:false and a snapshot because since was more than the replay bound behind the newest event.",
+		}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "swapd_ws_rejected_total",
 			Help: "WebSocket requests refused before the upgrade, by error code.",
@@ -53,7 +60,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{conns, m.framesSent, m.slowCloses, m.queueDepth, m.resumes, m.rejected} {
+	for _, c := range []prometheus.Collector{conns, m.framesSent, m.slowCloses, m.queueDepth, m.resumes, m.replayBounded, m.rejected} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {
