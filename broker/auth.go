@@ -2,7 +2,6 @@ package broker
 
 import (
 	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"sync"
 	"time"
@@ -24,7 +23,7 @@ type credCache struct {
 	ttl      time.Duration // <0: no negative caching
 
 	mu  sync.RWMutex
-	pos map[string][32]byte
+	pos map[string]cred
 	neg map[string]time.Time // id → expiry
 	gen uint64               // bumped by invalidate; a load started before it is not cached
 }
@@ -34,13 +33,13 @@ func newCredCache(src Credentials, notFound error, ttl time.Duration) *credCache
 		src:      src,
 		notFound: notFound,
 		ttl:      ttl,
-		pos:      make(map[string][32]byte),
+		pos:      make(map[string]cred),
 		neg:      make(map[string]time.Time),
 	}
 }
 
-// lookup returns the secret hash of sid, or a refusal reason.
-func (c *credCache) lookup(sid string) (hash [32]byte, reason string, err error) {
+// lookup returns the secret hashes of sid, or a refusal reason.
+func (c *credCache) lookup(sid string) (h cred, reason string, err error) {
 	c.mu.RLock()
 	h, ok := c.pos[sid]
 	if ok {
@@ -51,13 +50,13 @@ func (c *credCache) lookup(sid string) (hash [32]byte, reason string, err error)
 	gen := c.gen
 	c.mu.RUnlock()
 	if neg && time.Now().Before(exp) {
-		return hash, ReasonUnknownStation, nil
+		return h, ReasonUnknownStation, nil
 	}
 
-	h, err = c.src.StationSecretHash(sid)
+	h, err = c.load(sid)
 	unknown := err != nil && (c.notFound == nil || errors.Is(err, c.notFound))
 	if err != nil && !unknown {
-		return hash, ReasonStoreError, err
+		return cred{}, ReasonStoreError, err
 	}
 
 	c.mu.Lock()
@@ -82,7 +81,7 @@ func (c *credCache) lookup(sid string) (hash [32]byte, reason string, err error)
 		c.neg[sid] = now.Add(c.ttl)
 	}
 	if unknown {
-		return hash, ReasonUnknownStation, nil
+		return cred{}, ReasonUnknownStation, nil
 	}
 	return h, "", nil
 }
@@ -113,8 +112,7 @@ func (c *credCache) authenticate(clientID string, username, password []byte, pas
 	if reason != "" {
 		return reason, err
 	}
-	got := sha256.Sum256(password)
-	if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+	if !want.accepts(sha256.Sum256(password), time.Now()) {
 		return ReasonBadSecret, nil
 	}
 	return "", nil

@@ -174,6 +174,7 @@ type Broker struct {
 
 	mu       sync.Mutex
 	sessions map[string]*mqtt.Client // live connection per station; guarded by mu
+	logins   logins                  // the secret each live session logged in with (revoke.go)
 
 	stateMu sync.Mutex
 	started bool
@@ -458,8 +459,9 @@ func (b *Broker) SendToStation(sid string, payload []byte) error {
 	return nil
 }
 
-// Invalidate drops the cached credential of sid (call it after provisioning
-// or rotating a secret). Connections already established are not affected.
+// Invalidate drops the cached credential of sid (call it after
+// provisioning). Connections already established are not affected; after a
+// rotation or a deletion call Revoke.
 func (b *Broker) Invalidate(sid string) { b.creds.invalidate(sid) }
 
 // Connected reports whether sid has a live MQTT connection.
@@ -488,6 +490,7 @@ func (b *Broker) Close() error {
 		b.bgClosed = true
 		b.bgMu.Unlock()
 		b.bg.Wait()
+		b.logins.stop()
 		b.mu.Lock()
 		clear(b.sessions)
 		b.m.connected.Set(0)

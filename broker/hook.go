@@ -227,6 +227,7 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	h.b.sessions[cl.ID] = cl
 	h.b.m.connected.Set(float64(len(h.b.sessions)))
 	h.b.mu.Unlock()
+	h.b.sessionUp(cl, pk.Connect.Password)
 	if hd := h.b.handler; hd != nil && !h.b.closing.Load() {
 		hd.StationConnected(cl.ID)
 	}
@@ -241,6 +242,7 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	if tc, ok := cl.Net.Conn.(*trackedConn); ok && tc.acks != nil {
 		tc.acks.fail()
 	}
+	h.b.logins.forget(cl)
 	if errors.Is(err, packets.ErrPacketTooLarge) {
 		h.b.m.oversized.Inc()
 		h.b.log.Info("mqtt packet too large; disconnected", "client", cl.ID)
