@@ -35,6 +35,8 @@ type Hub struct {
 	m        *metrics
 	wg       sync.WaitGroup // handshakes, readers, writers
 	bursts   atomic.Uint64  // Publish calls so far
+	// revocations counts DisconnectUser calls (revoke.go).
+	revocations atomic.Uint64
 
 	mu        sync.RWMutex
 	closed    bool
@@ -316,6 +318,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	uid := ""
+	gen := h.revocations.Load()
 	if ch.Kind == store.OneUser || h.cfg.RequireStationToken {
 		tok := tokenFrom(r)
 		if tok == "" {
@@ -357,7 +360,10 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer h.wg.Done()
-	if err := h.handshake(c, since, resume); err != nil {
+	if h.recheck(c, r, gen) {
+		c.abandon(websocket.ClosePolicyViolation, "token revoked")
+		h.goLive(c, 0)
+	} else if err := h.handshake(c, since, resume); err != nil {
 		h.log.Debug("ws handshake failed", "channel", channelName(ch), "ip", ip, "err", err)
 		c.abort()
 		h.unregister(c)
