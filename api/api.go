@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -59,8 +58,20 @@ type CredentialCache interface {
 
 // Config configures the API. The zero value of every optional field is usable.
 type Config struct {
-	// AdminToken guards /api/admin/…; required.
+	// AdminToken guards /api/admin/…; required, at least MinAdminTokenLen
+	// characters. It is accepted only in the Authorization header.
 	AdminToken string
+	// LoginDelay slows down failed logins: a request with a wrong admin or
+	// user token is answered 401 after n × LoginDelay, n being the failures
+	// of its client address within LoginFailWindow, at most LoginDelayMax.
+	// Only the failing request waits; a right token is never slowed. 0
+	// means DefaultLoginDelay (100ms) and DefaultLoginDelayMax (1s);
+	// negative LoginDelay turns the slowdown off.
+	LoginDelay    time.Duration
+	LoginDelayMax time.Duration
+	// ClientIP returns the address failed logins are counted against; nil
+	// means the host part of Request.RemoteAddr.
+	ClientIP func(r *http.Request) string
 	// CORSOrigins lists origins allowed to call the API from a browser; "*"
 	// allows any origin (without credentials). Empty: no CORS headers.
 	CORSOrigins []string
@@ -84,6 +95,7 @@ type API struct {
 	creds   CredentialCache
 	log     *slog.Logger
 	latency *prometheus.HistogramVec
+	logins  *loginLimiter // nil: failed logins are not slowed
 	reqID   atomic.Uint64
 	idBase  string
 }
@@ -93,10 +105,16 @@ func New(cfg Config, st Store, b Bridge, creds CredentialCache) (*API, error) {
 	if cfg.AdminToken == "" {
 		return nil, errors.New("api: an admin token is required")
 	}
+	if err := CheckAdminToken(cfg.AdminToken); err != nil {
+		return nil, err
+	}
+	if cfg.ClientIP == nil {
+		cfg.ClientIP = remoteHost
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	a := &API{cfg: cfg, bridge: b, store: st, creds: creds, log: cfg.Logger}
+	a := &API{cfg: cfg, bridge: b, store: st, creds: creds, log: cfg.Logger, logins: newLoginLimiter(cfg.LoginDelay, cfg.LoginDelayMax)}
 	var rnd [4]byte
 	rand.Read(rnd[:])
 	a.idBase = hex.EncodeToString(rnd[:])
@@ -110,6 +128,11 @@ func New(cfg Config, st Store, b Bridge, creds CredentialCache) (*API, error) {
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(a.latency); err != nil {
 			return nil, err
+		}
+		if a.logins != nil {
+			if err := cfg.Registerer.Register(a.logins.failures); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return a, nil
@@ -273,8 +296,9 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	writeError(w, http.StatusInternalServerError, "internal", "internal error; request id "+id)
 }
 
-// bearer extracts a bearer token from the Authorization header or, for
-// clients that cannot set headers, the token query parameter.
+// bearer extracts a user's bearer token from the Authorization header or,
+// for clients that cannot set headers, the token query parameter. The admin
+// token is only ever taken from the header (see isAdmin).
 func bearer(r *http.Request) string {
 	if h := r.Header.Get("Authorization"); h != "" {
 		if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
@@ -287,31 +311,6 @@ func bearer(r *http.Request) string {
 
 // Bearer is bearer for the other HTTP parts of the server.
 func Bearer(r *http.Request) string { return bearer(r) }
-
-func (a *API) isAdmin(r *http.Request) bool {
-	t := bearer(r)
-	return t != "" && subtle.ConstantTimeCompare([]byte(t), []byte(a.cfg.AdminToken)) == 1
-}
-
-// AdminOnly wraps h for the server's other admin-only routes (the
-// profiles): the same token check and 401 answers as /api/admin/….
-func (a *API) AdminOnly(h http.HandlerFunc) http.HandlerFunc { return a.admin(h) }
-
-func (a *API) admin(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if bearer(r) == "" {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="swapd-admin"`)
-			writeError(w, http.StatusUnauthorized, "unauthorized", "the admin token is required: Authorization: Bearer <token>")
-			return
-		}
-		if !a.isAdmin(r) {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="swapd-admin", error="invalid_token"`)
-			writeError(w, http.StatusUnauthorized, "unauthorized", "the admin token is wrong")
-			return
-		}
-		h(w, r)
-	}
-}
 
 type ctxKey struct{}
 
@@ -349,6 +348,7 @@ func (a *API) user(h http.HandlerFunc) http.HandlerFunc {
 		}
 		uid, err := a.UserForToken(t)
 		if errors.Is(err, ErrBadToken) {
+			a.LoginFailed(r)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="swapd", error="invalid_token"`)
 			writeError(w, http.StatusUnauthorized, "unauthorized", "the token is not valid")
 			return

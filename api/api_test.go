@@ -20,7 +20,9 @@ import (
 	"github.com/swapbridge/swapbridge/wire"
 )
 
-const adminToken = "admin-secret-token"
+// adminToken is the test servers' admin token (at least
+// api.MinAdminTokenLen characters).
+const adminToken = "api-test-admin-token-0123456789abcdef"
 
 func start(t *testing.T) string {
 	t.Helper()
@@ -112,6 +114,8 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"admin without token", "POST", "/api/admin/stations", "", `{"id":"s2","slots":4}`, 401, "unauthorized"},
 		{"admin wrong token", "POST", "/api/admin/stations", "nope", `{"id":"s2","slots":4}`, 401, "unauthorized"},
 		{"user token is not admin", "POST", "/api/admin/users", u.Token, `{"id":"eve"}`, 401, "unauthorized"},
+		{"admin token as ?token=", "POST", "/api/admin/users?token=" + adminToken, "", `{"id":"eve"}`, 401, "unauthorized"},
+		{"admin token as ?token= on events", "GET", "/api/events?token=" + adminToken, "", ``, 401, "unauthorized"},
 		{"malformed json", "POST", "/api/admin/stations", adminToken, `{"id":`, 400, "invalid_json"},
 		{"not an object", "POST", "/api/admin/stations", adminToken, `[1,2]`, 400, "invalid_json"},
 		{"wrong type", "POST", "/api/admin/stations", adminToken, `{"id":"s2","slots":"four"}`, 400, "invalid_field"},
@@ -229,7 +233,7 @@ func TestOpenAPICoversEveryRoute(t *testing.T) {
 			}
 		}
 	}
-	a, err := api.New(api.Config{AdminToken: "x"}, nil, nil, nil)
+	a, err := api.New(api.Config{AdminToken: adminToken}, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -224,6 +224,7 @@ func (a *API) listEvents(w http.ResponseWriter, r *http.Request) {
 			uid, err := a.UserForToken(t)
 			if err != nil {
 				if errors.Is(err, ErrBadToken) {
+					a.LoginFailed(r)
 					writeError(w, http.StatusUnauthorized, "unauthorized", "the token is not valid")
 					return
 				}
