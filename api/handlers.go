@@ -24,6 +24,8 @@ func domainError(err error) (status int, code, msg string, ok bool) {
 		return http.StatusNotFound, "booking_not_found", "no such booking", true
 	case errors.Is(err, bridge.ErrNoBatteryAvailable):
 		return http.StatusConflict, "no_battery_available", "no battery can be booked at this station now", true
+	case errors.Is(err, bridge.ErrBookingLimit):
+		return http.StatusConflict, "booking_limit", "you already hold as many active bookings as allowed; cancel or collect one first", true
 	case errors.Is(err, bridge.ErrBookingState):
 		return http.StatusConflict, "invalid_booking_state", cleanMessage(err, "the booking cannot do that in its current state"), true
 	case errors.Is(err, bridge.ErrBadRequest):

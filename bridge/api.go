@@ -18,8 +18,10 @@ import (
 // the station's battery_booked and inventory_update events are stored in one
 // commit; then reserve is sent. booking_confirmed follows the station's ack.
 // Errors: ErrBadRequest (user id), ErrStationNotFound, ErrNoBatteryAvailable
-// (also when the station is offline or in maintenance). Blocks for one
-// store commit.
+// (also when the station is offline or in maintenance), ErrBookingLimit
+// (the user already holds Config.MaxActiveBookings active bookings, at any
+// stations; checked and reserved atomically with the booking). Blocks for
+// one store commit.
 func (b *Bridge) Book(ctx context.Context, userID, stationID string) (wire.Booking, error) {
 	if err := wire.CheckID("user id", userID); err != nil {
 		return wire.Booking{}, fmt.Errorf("%w: %v", ErrBadRequest, err)
@@ -39,6 +41,13 @@ func (b *Bridge) Book(ctx context.Context, userID, stationID string) (wire.Booki
 	}
 	now := b.cfg.Clock()
 	id := newID("bk", now)
+	ok, err := b.active.reserve(b.store, userID, id)
+	if err != nil {
+		return wire.Booking{}, fmt.Errorf("bridge: bookings of %s: %w", userID, err)
+	}
+	if !ok {
+		return wire.Booking{}, fmt.Errorf("%w: %s holds %d active bookings", ErrBookingLimit, userID, b.active.limit)
+	}
 	next, eff := b.m.book(&s.st, i, id, userID, now)
 	res := next.Slots[i].Res
 	bk := wire.Booking{
@@ -47,6 +56,7 @@ func (b *Bridge) Book(ctx context.Context, userID, stationID string) (wire.Booki
 	}
 	raw, err := json.Marshal(&bk)
 	if err != nil {
+		b.active.release(id)
 		return wire.Booking{}, err
 	}
 	c := &change{next: next, eff: eff, extra: func(tx *store.Tx) error {
@@ -56,8 +66,10 @@ func (b *Bridge) Book(ctx context.Context, userID, stationID string) (wire.Booki
 		return tx.Put(store.KindUserBooking, userID+"/"+id, []byte{'1'})
 	}}
 	if err := b.commit(ctx, s, c, now); err != nil {
+		b.active.release(id)
 		return wire.Booking{}, err
 	}
+	b.active.committed(userID, id)
 	return bk, nil
 }
 

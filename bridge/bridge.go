@@ -26,6 +26,9 @@ var (
 	ErrNoBatteryAvailable = errors.New("bridge: no battery available")
 	// ErrBookingNotFound: no such booking, or it belongs to someone else.
 	ErrBookingNotFound = errors.New("bridge: booking not found")
+	// ErrBookingLimit: the user already holds Config.MaxActiveBookings
+	// active (pending, confirmed or ready) bookings.
+	ErrBookingLimit = errors.New("bridge: booking limit reached")
 	// ErrBookingState: the booking's status does not allow the request.
 	ErrBookingState = errors.New("bridge: booking state does not allow this")
 	// ErrBadRequest: an argument is invalid.
@@ -103,6 +106,8 @@ type Bridge struct {
 
 	mu       sync.RWMutex
 	stations map[string]*station
+	// active counts every user's active bookings (Config.MaxActiveBookings).
+	active *activeBookings
 
 	sendq     chan sendReq
 	done      chan struct{}
@@ -142,6 +147,7 @@ func New(cfg Config, st *store.Store, cmds CommandSender) (*Bridge, error) {
 			hold: cfg.BookingHold, chargeWait: cfg.ChargeWait,
 		}},
 		stations: make(map[string]*station),
+		active:   newActiveBookings(cfg.MaxActiveBookings),
 		sendq:    make(chan sendReq, cfg.SendQueue),
 		done:     make(chan struct{}),
 	}
@@ -174,6 +180,11 @@ func (b *Bridge) start(ctx context.Context) error {
 			var err error
 			if s.st, err = b.loadState(tx, info); err != nil {
 				return err
+			}
+			for i := range s.st.Slots {
+				if r := &s.st.Slots[i].Res; r.active() {
+					b.active.add(r.UserID, r.BookingID)
+				}
 			}
 			b.stations[info.ID] = s
 		}
@@ -442,6 +453,11 @@ func (b *Bridge) commit(ctx context.Context, s *station, c *change, now time.Tim
 		return fmt.Errorf("bridge: commit station %s: %w", s.info.ID, err)
 	}
 	s.st = c.next
+	for _, bc := range c.eff.Bookings {
+		if !activeStatus(bc.Status) {
+			b.active.release(bc.ID)
+		}
+	}
 	for _, r := range c.cmdUpdates {
 		if !r.pending() {
 			delete(s.cmds, r.Cmd.ID)

@@ -21,6 +21,10 @@ type Config struct {
 	// BookingHold is how long a ready booking holds its battery; 0 means
 	// 15m. (The lead reads SWAPD_BOOKING_HOLD into it.)
 	BookingHold time.Duration
+	// MaxActiveBookings is how many active bookings (pending, confirmed or
+	// ready) one user may hold at once, over all stations; one more is
+	// refused with ErrBookingLimit. 0 means 2; negative means no limit.
+	MaxActiveBookings int
 	// ChargeWait bounds how long a booking may wait for its battery to become
 	// swappable (pending or confirmed, not yet ready) before it expires; 0
 	// means 1h.
@@ -73,6 +77,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxTempC == 0 {
 		c.MaxTempC = 50
+	}
+	if c.MaxActiveBookings == 0 {
+		c.MaxActiveBookings = 2
 	}
 	def(&c.BookingHold, 15*time.Minute)
 	def(&c.ChargeWait, time.Hour)

@@ -1,10 +1,15 @@
 package bridge
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"reflect"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/swapbridge/swapbridge/store"
 	"github.com/swapbridge/swapbridge/wire"
 )
 
@@ -67,3 +72,181 @@ func TestControlCharactersRejected(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// activeOf returns the user's stored bookings that are pending, confirmed
+// or ready.
+func (e *env) activeOf(uid string) []wire.Booking {
+	e.t.Helper()
+	list, err := e.b.UserBookings(uid)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []wire.Booking
+	for _, bk := range list {
+		if activeStatus(bk.Status) {
+			out = append(out, bk)
+		}
+	}
+	return out
+}
+
+// One user racing 40 bookings over five stations (different station
+// mutexes) ends with exactly MaxActiveBookings (default 2); the rest are
+// ErrBookingLimit. Every way a booking ends gives its place back, the
+// limit holds across a restart, and an ending the bridge did not commit
+// itself cannot keep the user locked out.
+func TestBookingLimit(t *testing.T) {
+	e := newEnv(t, 8)
+	ctx := context.Background()
+	e.online("S1", 8, 8)
+	for i := 2; i <= 5; i++ {
+		sid := fmt.Sprintf("S%d", i)
+		e.addStation(sid, 8)
+		e.online(sid, 8, 8)
+	}
+	const n = 40
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			_, errs[i] = e.b.Book(ctx, "greedy", fmt.Sprintf("S%d", i%5+1))
+		}()
+	}
+	close(start)
+	wg.Wait()
+	ok := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case !errors.Is(err, ErrBookingLimit):
+			t.Fatalf("booking %d: %v", i, err)
+		}
+	}
+	active := e.activeOf("greedy")
+	if ok != 2 || len(active) != 2 {
+		t.Fatalf("%d bookings answered, %d active in the store; want 2 and 2", ok, len(active))
+	}
+	booked := 0
+	for i := 1; i <= 5; i++ {
+		v, _ := e.b.StationView(fmt.Sprintf("S%d", i))
+		booked += v.BookedBatteries
+	}
+	if booked != 2 {
+		t.Fatalf("%d batteries booked over the stations, want 2", booked)
+	}
+	// Another user is not affected.
+	if _, err := e.b.Book(ctx, "other", "S1"); err != nil {
+		t.Fatalf("another user: %v", err)
+	}
+
+	// The limit holds across a restart (rebuilt from the stored state).
+	e.reopen()
+	if _, err := e.b.Book(ctx, "greedy", "S3"); !errors.Is(err, ErrBookingLimit) {
+		t.Fatalf("third booking after a restart: %v", err)
+	}
+
+	// Each way out gives the place back: cancel, a refused reserve
+	// (failed), expiry, collection.
+	rebook := func(why string) wire.Booking {
+		t.Helper()
+		bk, err := e.b.Book(ctx, "greedy", "S4")
+		if err != nil {
+			t.Fatalf("booking after %s: %v", why, err)
+		}
+		if _, err := e.b.Book(ctx, "greedy", "S4"); !errors.Is(err, ErrBookingLimit) {
+			t.Fatalf("over the limit after %s: %v", why, err)
+		}
+		return bk
+	}
+	if _, err := e.b.Cancel(ctx, "greedy", active[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	bk := rebook("a cancel")
+
+	// Refused by the station.
+	for {
+		c := e.sink.next(t, wire.ActionReserve)
+		if c.BookingID == bk.ID {
+			p := fmt.Appendf(nil, `{"id":%q,"ok":false,"error":"slot jammed"}`, c.ID)
+			if err := e.b.HandlePublish("S4", wire.KindAck, p); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	if got, _ := e.b.Booking("greedy", bk.ID); got.Status != wire.BookingStatusFailed {
+		t.Fatalf("refused booking is %s", got.Status)
+	}
+	bk = rebook("a refused reserve")
+
+	// Expiry: nothing is acknowledged within the charge wait; the tick
+	// fails or expires every pending booking.
+	e.b.tick(e.clock.Advance(2 * time.Hour))
+	if a := e.activeOf("greedy"); len(a) != 0 {
+		t.Fatalf("active after the deadlines: %+v", a)
+	}
+	for i := 1; i <= 5; i++ {
+		e.online(fmt.Sprintf("S%d", i), 8, 8) // a new boot: back online after the long silence
+	}
+	if _, err := e.b.Book(ctx, "greedy", "S2"); err != nil {
+		t.Fatalf("booking after expiry: %v", err)
+	}
+	rebook("expiry")
+	bk = e.activeOf("greedy")[0]
+
+	// Collection: confirmed, ready, unlocked, taken.
+	for {
+		c := e.sink.next(t, wire.ActionReserve)
+		if c.BookingID == bk.ID {
+			p := fmt.Appendf(nil, `{"id":%q,"ok":true}`, c.ID)
+			if err := e.b.HandlePublish(bk.StationID, wire.KindAck, p); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	if _, err := e.b.Collect(ctx, "greedy", bk.ID); err != nil {
+		t.Fatal(err)
+	}
+	p := fmt.Appendf(nil, `{"boot_id":"A","seq":50,"slots":[{"slot":%d,"battery_id":null,"door":"closed","locked":true}]}`, bk.Slot)
+	if err := e.b.HandlePublish(bk.StationID, wire.KindTelemetry, p); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := e.b.Booking("greedy", bk.ID); got.Status != wire.BookingStatusCollected {
+		t.Fatalf("collected booking is %s", got.Status)
+	}
+	rebook("a collection")
+
+	// A booking record ended outside the bridge's commits (say, by an
+	// operator's tool) no longer counts once the user is at the limit.
+	for _, a := range e.activeOf("greedy") {
+		_, err := e.st.Update(ctx, func(tx *store.Tx) error {
+			return updateBooking(tx, bookingChange{ID: a.ID, Status: wire.BookingStatusCancelled, Reason: "test"})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.b.Book(ctx, "greedy", "S5"); err != nil {
+		t.Fatalf("booking after records were ended elsewhere: %v", err)
+	}
+}
+
+// A negative MaxActiveBookings turns the limit off.
+func TestBookingLimitOff(t *testing.T) {
+	e := newEnv(t, 0)
+	e.cfg.MaxActiveBookings = -1
+	e.reopen()
+	e.addStation("S1", 8)
+	e.online("S1", 8, 8)
+	for i := range 5 {
+		if _, err := e.b.Book(context.Background(), "fleet", "S1"); err != nil {
+			t.Fatalf("booking %d: %v", i, err)
+		}
+	}
+}

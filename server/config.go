@@ -71,6 +71,11 @@ type DomainConfig struct {
 	// reserve that times out fails its booking (SWAPD_COMMAND_TIMEOUT;
 	// default 2m).
 	CommandTimeout Duration `yaml:"command_timeout"`
+	// MaxActiveBookings is how many pending, confirmed or ready bookings
+	// one user may hold at once, over all stations; one more is refused
+	// with 409 booking_limit (SWAPD_MAX_ACTIVE_BOOKINGS; default 2; 0: the
+	// default; negative: no limit).
+	MaxActiveBookings int `yaml:"max_active_bookings"`
 }
 
 // EventsConfig is the event log's retention.
@@ -162,6 +167,8 @@ func Defaults() Config {
 			OfflineFail:      Duration(10 * time.Minute),
 			CommandRetry:     Duration(2 * time.Second),
 			CommandTimeout:   Duration(2 * time.Minute),
+
+			MaxActiveBookings: 2,
 		},
 		Events: EventsConfig{RetentionAge: Duration(7 * 24 * time.Hour), RetentionEvents: 1_000_000},
 		Limits: LimitsConfig{
@@ -251,6 +258,7 @@ func ApplyEnv(cfg *Config, getenv func(string) string) error {
 	dur("SWAPD_OFFLINE_FAIL", &cfg.Domain.OfflineFail)
 	dur("SWAPD_COMMAND_RETRY", &cfg.Domain.CommandRetry)
 	dur("SWAPD_COMMAND_TIMEOUT", &cfg.Domain.CommandTimeout)
+	integer("SWAPD_MAX_ACTIVE_BOOKINGS", &cfg.Domain.MaxActiveBookings)
 	dur("SWAPD_EVENTS_RETENTION_AGE", &cfg.Events.RetentionAge)
 	integer("SWAPD_EVENTS_RETENTION_EVENTS", &cfg.Events.RetentionEvents)
 	integer("SWAPD_MQTT_MAX_CLIENTS", &cfg.Limits.MQTTMaxClients)

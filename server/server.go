@@ -110,16 +110,17 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return fail(err)
 	}
 	s.bridge, err = bridge.New(bridge.Config{
-		ReadySoC:         cfg.Domain.ReadySoC,
-		MinSoH:           cfg.Domain.HealthFloor,
-		MaxTempC:         cfg.Domain.HeatLimit,
-		BookingHold:      time.Duration(cfg.Domain.BookingHold),
-		SnapshotInterval: time.Duration(cfg.Domain.SnapshotInterval),
-		ChargeWait:       time.Duration(cfg.Domain.ChargeWait),
-		OfflineFail:      time.Duration(cfg.Domain.OfflineFail),
-		CommandRetry:     time.Duration(cfg.Domain.CommandRetry),
-		CommandTimeout:   time.Duration(cfg.Domain.CommandTimeout),
-		Logger:           log.With("part", "bridge"),
+		ReadySoC:          cfg.Domain.ReadySoC,
+		MinSoH:            cfg.Domain.HealthFloor,
+		MaxTempC:          cfg.Domain.HeatLimit,
+		BookingHold:       time.Duration(cfg.Domain.BookingHold),
+		SnapshotInterval:  time.Duration(cfg.Domain.SnapshotInterval),
+		ChargeWait:        time.Duration(cfg.Domain.ChargeWait),
+		OfflineFail:       time.Duration(cfg.Domain.OfflineFail),
+		CommandRetry:      time.Duration(cfg.Domain.CommandRetry),
+		CommandTimeout:    time.Duration(cfg.Domain.CommandTimeout),
+		MaxActiveBookings: cfg.Domain.MaxActiveBookings,
+		Logger:            log.With("part", "bridge"),
 	}, st, s.broker)
 	if err != nil {
 		return fail(fmt.Errorf("bridge: %w", err))
