@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/swapbridge/swapbridge/api"
 )
 
 // Config is swapd's whole configuration. Sources, lowest precedence first:
@@ -21,8 +23,10 @@ type Config struct {
 	DataDir  string `yaml:"data_dir"`  // SWAPD_DATA_DIR, --data-dir; default ./data
 	MQTTAddr string `yaml:"mqtt_addr"` // SWAPD_MQTT_ADDR, --mqtt-addr; default :1883
 	HTTPAddr string `yaml:"http_addr"` // SWAPD_HTTP_ADDR, --http-addr; default :8000
-	// AdminToken guards the admin API (SWAPD_ADMIN_TOKEN). Empty: generated
-	// on first start into <data>/admin.token (mode 0600).
+	// AdminToken guards the admin API (SWAPD_ADMIN_TOKEN), at least 32
+	// characters (api.MinAdminTokenLen); it is accepted only in the
+	// Authorization header. Empty: generated on first start into
+	// <data>/admin.token (mode 0600).
 	AdminToken string `yaml:"admin_token"`
 
 	MQTTTLS TLSConfig `yaml:"mqtt_tls"`
@@ -90,6 +94,11 @@ type WebSocketConfig struct {
 	RequireStationToken bool     `yaml:"require_station_token"` // station channels need a user token
 	MaxConnsPerUser     int      `yaml:"max_conns_per_user"`
 	MaxConnsPerIP       int      `yaml:"max_conns_per_ip"`
+	// MaxReplay bounds how many seqs behind the newest event a station
+	// channel may resume with ?since=; further back it gets
+	// recovered:false and a snapshot (SWAPD_WS_MAX_REPLAY; 0: the
+	// default, 10000; negative: unbounded). See realtime.Config.MaxReplay.
+	MaxReplay int `yaml:"max_replay"`
 }
 
 // HTTPConfig configures the HTTP API.
@@ -269,6 +278,7 @@ func ApplyEnv(cfg *Config, getenv func(string) string) error {
 	integer("SWAPD_MQTT_AUTH_FAILURES", &cfg.Limits.MQTTAuthFailures)
 	dur("SWAPD_MQTT_AUTH_BLOCK", &cfg.Limits.MQTTAuthBlock)
 	integer("SWAPD_MQTT_PIPELINE", &cfg.Limits.MQTTPipeline)
+	integer("SWAPD_WS_MAX_REPLAY", &cfg.WebSocket.MaxReplay)
 	if v := getenv("SWAPD_CORS_ORIGINS"); v != "" {
 		cfg.HTTP.CORSOrigins = splitList(v)
 	}
@@ -372,6 +382,11 @@ func (c *Config) Validate() error {
 	}
 	if c.MQTTAddr == "" {
 		errs = append(errs, errors.New("mqtt_addr must not be empty"))
+	}
+	if c.AdminToken != "" {
+		if err := api.CheckAdminToken(c.AdminToken); err != nil {
+			errs = append(errs, fmt.Errorf("%w (SWAPD_ADMIN_TOKEN or admin_token)", err))
+		}
 	}
 	if (c.MQTTTLS.Addr != "") && (c.MQTTTLS.CertFile == "" || c.MQTTTLS.KeyFile == "") {
 		errs = append(errs, errors.New("mqtt_tls.addr needs mqtt_tls.cert_file and mqtt_tls.key_file"))

@@ -26,7 +26,7 @@ func TestPprofOnlyWhenEnabledAndOnlyForTheAdmin(t *testing.T) {
 	}
 
 	off := startServer(t, testConfig(t))
-	if code, _ := get(t, off, "/debug/pprof/heap", "test-admin-token"); code != http.StatusNotFound {
+	if code, _ := get(t, off, "/debug/pprof/heap", testAdminToken); code != http.StatusNotFound {
 		t.Errorf("pprof off: GET /debug/pprof/heap = %d, want 404", code)
 	}
 
@@ -38,11 +38,15 @@ func TestPprofOnlyWhenEnabledAndOnlyForTheAdmin(t *testing.T) {
 			t.Errorf("token %q: GET /debug/pprof/heap = %d, want 401", tc.token, code)
 		}
 	}
-	code, body := get(t, on, "/debug/pprof/heap?gc=1", "test-admin-token")
+	// The admin token is taken from the Authorization header only.
+	if code, _ := get(t, on, "/debug/pprof/heap?gc=1&token="+testAdminToken, ""); code != http.StatusUnauthorized {
+		t.Errorf("admin token as ?token=: GET /debug/pprof/heap = %d, want 401", code)
+	}
+	code, body := get(t, on, "/debug/pprof/heap?gc=1", testAdminToken)
 	if code != http.StatusOK || len(body) < 2 || body[0] != 0x1f || body[1] != 0x8b {
 		t.Errorf("admin: GET /debug/pprof/heap = %d, %d bytes; want 200 and a gzipped profile", code, len(body))
 	}
-	if code, body := get(t, on, "/debug/pprof/goroutine?debug=1", "test-admin-token"); code != http.StatusOK || len(body) == 0 {
+	if code, body := get(t, on, "/debug/pprof/goroutine?debug=1", testAdminToken); code != http.StatusOK || len(body) == 0 {
 		t.Errorf("admin: GET /debug/pprof/goroutine = %d", code)
 	}
 }

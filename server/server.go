@@ -7,9 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,13 +60,13 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
+	if err := prepareDataDir(cfg.DataDir, log); err != nil {
+		return nil, err
 	}
 	s := &Server{cfg: cfg, log: log, reg: prometheus.NewRegistry(), mux: http.NewServeMux()}
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	token, path, err := adminToken(cfg)
+	token, path, err := adminToken(cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -143,6 +141,8 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		RequireStationToken: cfg.WebSocket.RequireStationToken,
 		MaxConnsPerUser:     cfg.WebSocket.MaxConnsPerUser,
 		MaxConnsPerIP:       cfg.WebSocket.MaxConnsPerIP,
+		MaxReplay:           cfg.WebSocket.MaxReplay,
+		AuthFailed:          s.api.LoginFailed,
 		Registerer:          s.reg,
 		Logger:              log.With("part", "ws"),
 	}, st, s.bridge, s.api)
@@ -161,28 +161,6 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		registerPprof(s.mux, s.api.AdminOnly)
 	}
 	return s, nil
-}
-
-// adminToken returns the configured admin token, or the one in
-// <data>/admin.token, generating that file (mode 0600) on first start.
-func adminToken(cfg Config) (token, path string, err error) {
-	if cfg.AdminToken != "" {
-		return cfg.AdminToken, "", nil
-	}
-	path = filepath.Join(cfg.DataDir, "admin.token")
-	b, err := os.ReadFile(path)
-	if err == nil {
-		if t := strings.TrimSpace(string(b)); t != "" {
-			return t, path, nil
-		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return "", "", fmt.Errorf("admin token %s: %w", path, err)
-	}
-	t := api.NewSecret()
-	if err := os.WriteFile(path, []byte(t+"\n"), 0o600); err != nil {
-		return "", "", fmt.Errorf("admin token %s: %w", path, err)
-	}
-	return t, path, nil
 }
 
 // Handle mounts an extra handler (the dashboard) on the HTTP mux. Call

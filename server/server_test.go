@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -18,6 +19,10 @@ import (
 	"github.com/swapbridge/swapbridge/wire"
 )
 
+// testAdminToken is the admin token of the test servers (at least
+// api.MinAdminTokenLen characters).
+const testAdminToken = "server-test-admin-token-0123456789"
+
 // testConfig is a config on random loopback ports in a fresh data dir.
 func testConfig(t *testing.T) Config {
 	t.Helper()
@@ -25,7 +30,7 @@ func testConfig(t *testing.T) Config {
 	cfg.DataDir = t.TempDir()
 	cfg.MQTTAddr = "127.0.0.1:0"
 	cfg.HTTPAddr = "127.0.0.1:0"
-	cfg.AdminToken = "test-admin-token"
+	cfg.AdminToken = testAdminToken
 	return cfg
 }
 
@@ -100,7 +105,7 @@ func TestAdminTokenGeneratedOnce(t *testing.T) {
 	if st.Mode().Perm() != 0o600 {
 		t.Errorf("admin.token mode %v, want 0600", st.Mode().Perm())
 	}
-	again, _, err := adminToken(cfg)
+	again, _, err := adminToken(cfg, slog.New(slog.DiscardHandler))
 	if err != nil || again != tok {
 		t.Errorf("the token must be stable across starts: %q vs %q (%v)", again, tok, err)
 	}
