@@ -20,7 +20,7 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	var stderr bytes.Buffer
-	env := map[string]string{"SWAPD_ADMIN_TOKEN": "t0ken"}
+	env := map[string]string{"SWAPD_ADMIN_TOKEN": "swapd-main-test-admin-token-0123456789"}
 	go func() {
 		done <- run(ctx, []string{"serve", "--data-dir", t.TempDir(), "--mqtt-addr", "127.0.0.1:0", "--http-addr", httpAddr, "--log-level", "error"},
 			func(k string) string { return env[k] }, &bytes.Buffer{}, &stderr)
@@ -70,5 +70,20 @@ func TestRunRejectsBadInvocations(t *testing.T) {
 				t.Errorf("error must be one line: %q", err)
 			}
 		})
+	}
+}
+
+// TestRunRefusesShortAdminToken: swapd does not start with an admin token
+// under 32 characters and says why in one line.
+func TestRunRefusesShortAdminToken(t *testing.T) {
+	env := map[string]string{"SWAPD_ADMIN_TOKEN": "t0ken"}
+	err := run(context.Background(), []string{"--data-dir", t.TempDir(), "--mqtt-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"},
+		func(k string) string { return env[k] }, &bytes.Buffer{}, &bytes.Buffer{})
+	want := "config: admin token too short: 5 characters, need at least 32 (SWAPD_ADMIN_TOKEN or admin_token)"
+	if err == nil || err.Error() != want {
+		t.Fatalf("run = %v, want %q", err, want)
+	}
+	if exitCode(err) != 1 {
+		t.Errorf("exit code %d, want 1", exitCode(err))
 	}
 }
