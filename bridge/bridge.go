@@ -81,6 +81,9 @@ type station struct {
 	// reconnected is set by StationConnected; the next tick resends every
 	// pending command.
 	reconnected atomic.Bool
+	// removed is set under mu once DeleteStation committed: every later
+	// commit of the station fails with ErrStationNotFound.
+	removed atomic.Bool
 
 	// broken is set when a pipelined commit of the station failed: every
 	// later commit of the station fails in its transaction until
@@ -400,6 +403,9 @@ func appendEvents(tx *store.Tx, sid string, now time.Time, evs []outEvent, field
 // one store Update. Only after it succeeded is the cache updated and are the
 // commands handed to the sender.
 func (b *Bridge) commit(ctx context.Context, s *station, c *change, now time.Time) error {
+	if s.removed.Load() {
+		return fmt.Errorf("bridge: commit station %s: %w", s.info.ID, ErrStationNotFound)
+	}
 	b.settleCommands(s, c)
 	enc := stateBufPool.Get().(*[]byte)
 	defer stateBufPool.Put(enc)

@@ -120,6 +120,9 @@ func (b *Bridge) SubmitPublish(sid string, kind wire.TopicKind, payload []byte, 
 // the caller holds) that only changes its state and appends events, and
 // applies it to s.st. done gets the commit's outcome.
 func (b *Bridge) queueCommit(s *station, next StationState, events []outEvent, now time.Time, done func(error)) error {
+	if s.removed.Load() {
+		return fmt.Errorf("bridge: commit station %s: %w", s.info.ID, ErrStationNotFound)
+	}
 	fields, err := encodeFields(events)
 	if err != nil {
 		return err
