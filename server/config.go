@@ -141,6 +141,9 @@ type DemoConfig struct {
 	Enabled  bool `yaml:"enabled"`  // --demo
 	Stations int  `yaml:"stations"` // default 6
 	Keep     bool `yaml:"keep"`     // keep the demo data dir between runs (--demo-keep)
+	// Speed is simulated seconds per wall second at the demo's stations
+	// and riders; 0 → DemoSpeed (60: an hour per minute).
+	Speed int `yaml:"speed"`
 }
 
 // Duration is a time.Duration read from YAML and the environment as a Go
@@ -416,6 +419,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Demo.Enabled && (c.Demo.Stations < 1 || c.Demo.Stations > 200) {
 		errs = append(errs, errors.New("demo.stations must be from 1 to 200"))
+	}
+	if c.Demo.Speed < 0 || c.Demo.Speed > 3600 {
+		errs = append(errs, errors.New("demo.speed must be from 0 (the default, 60) to 3600"))
 	}
 	return joinErrors("config", errs)
 }

@@ -87,6 +87,7 @@ type Demo struct {
 	stations  []DemoStation
 	userToken string
 	baseURL   string // for this process: http://127.0.0.1:port
+	speed     int    // simulated seconds per wall second
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -102,6 +103,7 @@ type Demo struct {
 type demoState struct {
 	UserToken string            `json:"user_token"`
 	Secrets   map[string]string `json:"station_secrets"`
+	Riders    map[string]string `json:"rider_tokens"` // simulated riders: id → token
 }
 
 // StartDemo starts the server on cfg's addresses with its data in
@@ -132,6 +134,17 @@ func StartDemo(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writ
 		}
 	}
 	cfg.DataDir = dir
+	speed := cfg.Demo.Speed
+	if speed == 0 {
+		speed = DemoSpeed
+	}
+	// A booking's hold and its wait for a charge run on the demo's
+	// simulated time too (15 simulated minutes are 15 s at ×60), or riders
+	// who walk away would hold the demo's batteries for real quarter hours.
+	// They stay long enough for the stations' reports to keep up: a hold
+	// of 10 s at least, a charge wait of 30 s.
+	cfg.Domain.BookingHold = Duration(max(time.Duration(cfg.Domain.BookingHold)/time.Duration(speed), 10*time.Second))
+	cfg.Domain.ChargeWait = Duration(max(time.Duration(cfg.Domain.ChargeWait)/time.Duration(speed), 30*time.Second))
 	srv, err := New(cfg, log)
 	if err != nil {
 		return nil, err
@@ -174,11 +187,11 @@ func StartDemo(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writ
 			Sim: sim.Config{
 				Slots:         s.Slots,
 				Seed:          uint64(1000 + 7919*i),
-				Speed:         DemoSpeed,
+				Speed:         float64(speed),
 				FaultRate:     0.02,
 				FaultDuration: 10 * time.Minute,
-				ReturnEvery:   20 * time.Minute,
-				TakeAfter:     4 * time.Second * DemoSpeed,
+				ReturnEvery:   demoArrival,
+				TakeAfter:     4 * time.Minute,
 			},
 		}, stationagent.WithLogger(agentLog), stationagent.WithVersion("demo-"+Version))
 		if err != nil {
@@ -195,6 +208,16 @@ func StartDemo(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writ
 			}
 		}()
 	}
+	riders := make([]string, 0, demoRiders)
+	for i := range demoRiders {
+		riders = append(riders, demoRiderID(i))
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.runRiders(actx, riders, speed)
+	}()
+	d.speed = speed
 	d.printBanner(stdout)
 	return d, nil
 }
@@ -213,6 +236,9 @@ func (d *Demo) provision(ctx context.Context) (demoState, error) {
 	}
 	if st.Secrets == nil {
 		st.Secrets = map[string]string{}
+	}
+	if st.Riders == nil {
+		st.Riders = map[string]string{}
 	}
 	token, _ := d.srv.AdminToken()
 	admin := client.New(d.baseURL, token)
@@ -252,6 +278,20 @@ func (d *Demo) provision(ctx context.Context) (demoState, error) {
 			return st, err
 		}
 	}
+	for i := range demoRiders {
+		id := demoRiderID(i)
+		if st.Riders[id] != "" {
+			continue
+		}
+		u, err := admin.CreateUser(ctx, id)
+		if err != nil {
+			return st, fmt.Errorf("demo: create rider %s: %w", id, err)
+		}
+		st.Riders[id] = u.Token
+		if err := save(); err != nil {
+			return st, err
+		}
+	}
 	d.userToken = st.UserToken
 	return st, nil
 }
@@ -267,7 +307,7 @@ func (d *Demo) printBanner(w io.Writer) {
 	if adminPath == "" {
 		adminPath = "(from SWAPD_ADMIN_TOKEN or the config file)"
 	}
-	fmt.Fprintf(w, "\nswapd demo: %d simulated stations, %d slots, time ×%d\n\n", len(d.stations), slots, DemoSpeed)
+	fmt.Fprintf(w, "\nswapd demo: %d simulated stations, %d slots, %d simulated riders, time ×%d\n\n", len(d.stations), slots, demoRiders, d.speed)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "  Dashboard\t%s/\n", httpURL)
 	fmt.Fprintf(tw, "  Signed in as demo user\t%s/#token=%s\n", httpURL, d.userToken)
