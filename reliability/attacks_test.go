@@ -86,7 +86,10 @@ type attack struct {
 // secrets involved, and (but for the operator's own revocations) that
 // nothing changed, by reading the state back.
 func TestAttacks(t *testing.T) {
-	l := startAttackLab(t, nil)
+	l := startAttackLab(t, func(cfg *server.Config) {
+		cfg.Pprof = true             // the ?token= row probes /debug/pprof too
+		cfg.WebSocket.MaxReplay = 10 // the lab's log is far shorter than the default bound (10000)
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	l.secrets = provision(t, l.admin, 4, "A-LOG", "A-FOREIGN", "A-STATUS", "A-STUCK", "A-NAT1", "A-NAT2", "A-ACL", "A-CTRL", "A-ROT", "A-DEL", "A-BOOK1", "A-BOOK2", "A-BOOK3")
