@@ -40,7 +40,13 @@ const (
 	DefaultMaxKeepalive     = 5 * time.Minute
 	DefaultConnectTimeout   = 10 * time.Second
 	DefaultNegativeCacheTTL = 5 * time.Second
+	DefaultWriteTimeout     = 10 * time.Second
 )
+
+// closeGrace is how long Close lets clients take their last packets (MQTT
+// 5: DISCONNECT "server shutting down") before their sockets are closed
+// whatever they do.
+const closeGrace = time.Second
 
 // Config configures a Broker. Zero values mean the documented default.
 type Config struct {
@@ -88,23 +94,36 @@ type Config struct {
 	// 0 → DefaultNegativeCacheTTL; negative disables the negative cache.
 	NegativeCacheTTL time.Duration
 	// AuthFailures is how many failed CONNECTs one remote address may make
-	// within AuthFailWindow: each failure is answered AuthDelay × (failures
-	// so far) late (at most 1s), and the AuthFailures-th blocks the address
-	// for AuthBlock: every CONNECT from it is refused at once (reason
-	// too_many_failures), whatever its credentials. Zero values mean
-	// DefaultAuthFailures, DefaultAuthFailWindow, DefaultAuthBlock and
-	// DefaultAuthDelay; a negative AuthFailures turns the limit off, a
-	// negative AuthDelay the slowdown.
+	// for one client id within AuthFailWindow: each failure is answered
+	// AuthDelay × (failures so far) late (at most 1s), and the
+	// AuthFailures-th blocks that client id from that address for
+	// AuthBlock: every CONNECT of it from there is refused at once (reason
+	// too_many_failures), whatever its credentials. Other client ids from
+	// the same address (stations behind one NAT or load balancer) are not
+	// affected. Zero values mean DefaultAuthFailures, DefaultAuthFailWindow,
+	// DefaultAuthBlock and DefaultAuthDelay; a negative AuthFailures turns
+	// the limit off, a negative AuthDelay the slowdown.
 	AuthFailures              int
 	AuthFailWindow, AuthBlock time.Duration
 	AuthDelay                 time.Duration
+	// AuthHostFailures is how many failed CONNECTs one remote address may
+	// make within AuthFailWindow, whatever the client ids (against
+	// spraying many ids): past it, for AuthBlock, every failed CONNECT
+	// from the address is answered 1s late. A CONNECT with correct
+	// credentials is never refused or slowed for it. 0 →
+	// DefaultAuthHostFailures (100); negative: off. Off too when
+	// AuthFailures is negative.
+	AuthHostFailures int
 	// PublishRate bounds each station's publishes per second, PublishBurst
-	// how many it may send at once. A publish over the rate waits for its
-	// turn (slowing the station down) up to PublishWait; a publish that
-	// would wait longer closes the connection without PUBACK (MQTT 5:
-	// DISCONNECT 0x96), and the station resends after reconnecting. Zero
-	// values mean DefaultPublishRate, DefaultPublishBurst and
-	// DefaultPublishWait; a negative PublishRate turns the limit off.
+	// how many it may send at once; MQTT 5 publishes refused by the ACL
+	// count too. A publish over the rate waits for its turn (slowing the
+	// station down: its connection is not read meanwhile). A connection's
+	// publishes are read one at a time, so one waits at most 1/PublishRate;
+	// PublishWait only matters for rates under 1/PublishWait: a publish
+	// that would wait longer than it closes the connection without PUBACK
+	// (MQTT 5: DISCONNECT 0x96), and the station resends after
+	// reconnecting. Zero values mean DefaultPublishRate, DefaultPublishBurst
+	// and DefaultPublishWait; a negative PublishRate turns the limit off.
 	PublishRate  float64
 	PublishBurst int
 	PublishWait  time.Duration
@@ -122,6 +141,11 @@ type Config struct {
 	// connect with reason "store_error" and are not cached. nil: every error
 	// counts as an unknown station.
 	NotFound error
+
+	// WriteTimeout bounds every write to a client: a client that does not
+	// read what the broker sends it for this long is disconnected. 0 →
+	// DefaultWriteTimeout (10s); at most MaxKeepalive.
+	WriteTimeout time.Duration
 
 	// Registerer receives the broker's metrics; nil: no metrics are exported.
 	Registerer prometheus.Registerer
@@ -203,10 +227,13 @@ func New(cfg Config, creds Credentials) (*Broker, error) {
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	var base slog.Handler = slog.DiscardHandler
+	if cfg.Logger != nil {
+		base = cfg.Logger.Handler()
 	}
+	// One limit of warnings per client for the broker's lines and mochi's.
+	lim := newLogLimiter()
+	log := slog.New(newLogHandler(base, false, lim))
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, err
@@ -221,6 +248,10 @@ func New(cfg Config, creds Credentials) (*Broker, error) {
 	caps.MaximumSessionExpiryInterval = uint32(cfg.SessionExpiry / time.Second)
 	caps.MaximumMessageExpiryInterval = int64(cfg.MessageExpiry / time.Second)
 	caps.TopicAliasMaximum = 0 // stations use three topics; no alias tables to bound
+	// An ack carries no user properties of the packet it acknowledges: a
+	// client could have them written back to it (60 KiB per ack) and stop
+	// reading.
+	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 
 	b := &Broker{
 		cfg:      cfg,
@@ -228,7 +259,7 @@ func New(cfg Config, creds Credentials) (*Broker, error) {
 		m:        m,
 		creds:    newCredCache(creds, cfg.NotFound, cfg.NegativeCacheTTL),
 		sessions: make(map[string]*mqtt.Client),
-		auth:     newAuthLimiter(cfg.AuthFailures, cfg.AuthFailWindow, cfg.AuthBlock, cfg.AuthDelay),
+		auth:     newAuthLimiter(cfg.AuthFailures, cfg.AuthHostFailures, cfg.AuthFailWindow, cfg.AuthBlock, cfg.AuthDelay),
 		pubs:     newPubLimiter(cfg.PublishRate, cfg.PublishBurst, cfg.PublishWait),
 		quit:     make(chan struct{}),
 	}
@@ -239,8 +270,10 @@ func New(cfg Config, creds Credentials) (*Broker, error) {
 		// for the connection's life; 1 KiB holds a few partial telemetry
 		// messages, and larger packets are read past it directly.
 		ClientNetReadBufferSize: 1024,
-		Logger:                  log.With("component", "mqtt"),
-		SysTopicResendInterval:  60, // nobody may read $SYS; keep its ticker slow
+		// mochi logs whole packets (passwords and payloads included) and
+		// a line per bad packet; logHandler keeps neither.
+		Logger:                 slog.New(newLogHandler(base, true, lim)).With("component", "mqtt"),
+		SysTopicResendInterval: 60, // nobody may read $SYS; keep its ticker slow
 	})
 	if err := b.srv.AddHook(&hook{b: b}, nil); err != nil {
 		return nil, fmt.Errorf("broker: add hook: %w", err)
@@ -305,6 +338,15 @@ func (c *Config) fill() error {
 	}
 	if c.NegativeCacheTTL == 0 {
 		c.NegativeCacheTTL = DefaultNegativeCacheTTL
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.WriteTimeout < 0 || c.WriteTimeout > c.MaxKeepalive {
+		return fmt.Errorf("broker: write timeout %s out of range 0..%s", c.WriteTimeout, c.MaxKeepalive)
+	}
+	if c.AuthHostFailures == 0 {
+		c.AuthHostFailures = DefaultAuthHostFailures
 	}
 	if c.AuthFailures == 0 {
 		c.AuthFailures = DefaultAuthFailures

@@ -23,7 +23,8 @@ func (h *hook) ID() string { return "swapd-stations" }
 func (h *hook) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish,
-		mqtt.OnWillSent, mqtt.OnSessionEstablished, mqtt.OnDisconnect:
+		mqtt.OnWillSent, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect,
+		mqtt.OnPacketEncode:
 		return true
 	}
 	return false
@@ -46,7 +47,7 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 // 5, 0x86) or "not authorized" (MQTT 3.1.1, 5).
 func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	host := remoteHost(cl.Net.Remote)
-	if h.b.auth.blocked(host, time.Now()) {
+	if h.b.auth.blocked(host, cl.ID, time.Now()) {
 		h.b.m.refused[ReasonTooManyFailures].Inc()
 		h.b.log.Debug("mqtt connect refused", "client", cl.ID, "remote", cl.Net.Remote, "reason", ReasonTooManyFailures)
 		return false
@@ -66,9 +67,12 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		h.b.log.Debug("mqtt connect refused", "client", cl.ID, "remote", cl.Net.Remote, "reason", reason) // counted; a storm must not flood the log
 	}
 	if reason != ReasonStoreError && reason != ReasonWillDenied {
-		delay, blocked := h.b.auth.failed(host, time.Now())
+		delay, blocked, hostBlocked := h.b.auth.failed(host, cl.ID, time.Now())
 		if blocked {
-			h.b.log.Warn("mqtt logins from an address blocked after repeated failures", "remote", host, "for", h.b.cfg.AuthBlock)
+			h.b.log.Warn("mqtt logins of a client from an address blocked after repeated failures", "client", cl.ID, "remote", host, "for", h.b.cfg.AuthBlock)
+		}
+		if hostBlocked {
+			h.b.log.Warn("mqtt failed logins from an address slowed down after too many", "remote", host, "for", h.b.cfg.AuthBlock)
 		}
 		h.b.pause(delay) // slows down guessing; only this connection waits
 	}
@@ -84,7 +88,11 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	}
 	if write {
 		h.b.m.pubDenied.Inc()
-		if cl.Properties.ProtocolVersion < 5 {
+		if cl.Properties.ProtocolVersion == 5 {
+			// mochi answers it with a PUBACK 0x87 and reads the next one:
+			// refused publishes take their turn like the others.
+			h.b.limitPublish(cl)
+		} else {
 			// MQTT 3.1.1 cannot tell a client its publish was refused; the
 			// server must close the connection [MQTT-3.3.5-2]. Closing it
 			// here keeps mochi from sending a DISCONNECT, which 3.1.1
@@ -124,13 +132,8 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		h.b.dropClient(cl, packets.ErrPacketTooLarge)
 		return pk, packets.ErrRejectPacket
 	}
-	if wait, ok := h.b.pubs.reserve(sid, time.Now()); !ok {
-		h.b.m.rateLimited.Inc()
-		h.b.log.Info("station over its publish rate; disconnecting", "station", sid, "rate", h.b.cfg.PublishRate)
-		h.b.dropClient(cl, packets.ErrMessageRateTooHigh)
+	if !h.b.limitPublish(cl) {
 		return pk, packets.ErrRejectPacket
-	} else {
-		h.b.pause(wait) // slows this station down; others are not affected
 	}
 	hd := h.b.handler
 	if hd == nil {
@@ -159,6 +162,32 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		return pk, packets.ErrRejectPacket
 	}
 	return pk, nil
+}
+
+// limitPublish makes a publish of cl wait its turn in the station's
+// publish rate; it slows this station down, others are not affected. It
+// reports false when cl was disconnected instead (its turn is more than
+// PublishWait away).
+func (b *Broker) limitPublish(cl *mqtt.Client) bool {
+	wait, ok := b.pubs.reserve(cl.ID, time.Now())
+	if !ok {
+		b.m.rateLimited.Inc()
+		b.log.Info("station over its publish rate; disconnecting", "station", cl.ID, "rate", b.cfg.PublishRate)
+		b.dropClient(cl, packets.ErrMessageRateTooHigh)
+		return false
+	}
+	b.pause(wait)
+	return true
+}
+
+// OnPacketEncode corrects the reason code of the PUBACKs mochi writes for
+// QoS 1 publishes: mochi sets 0x01 ("granted QoS 1", a SUBACK code), which
+// is not a PUBACK reason; success is 0x00 [MQTT-3.4.2.1].
+func (h *hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Puback && pk.ReasonCode == packets.CodeGrantedQos1.Code {
+		pk.ReasonCode = packets.CodeSuccess.Code
+	}
+	return pk
 }
 
 // badPayload reports whether a Handler error means the payload can never
@@ -199,8 +228,8 @@ func (h *hook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
 	h.b.mu.Lock()
 	current := h.b.sessions[sid] == cl
 	h.b.mu.Unlock()
-	if !current {
-		return
+	if _, ok := replacedBy(cl); !current || ok {
+		return // the station is back on a newer connection: no offline
 	}
 	if err := hd.HandlePublish(sid, kind, pk.Payload); err != nil {
 		h.b.m.handlerErrors.Inc()
@@ -223,6 +252,7 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	sl := h.b.stripe(cl.ID)
 	sl.Lock()
 	defer sl.Unlock()
+	settled(cl)
 	h.b.mu.Lock()
 	h.b.sessions[cl.ID] = cl
 	h.b.m.connected.Set(float64(len(h.b.sessions)))
@@ -258,6 +288,10 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	}
 	h.b.mu.Unlock()
 	if !current {
+		return
+	}
+	if by, ok := replacedBy(cl); ok {
+		by.owesDown = true // reported by the newer connection if it never comes up
 		return
 	}
 	if hd := h.b.handler; hd != nil && !h.b.closing.Load() {

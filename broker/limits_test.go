@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -71,15 +72,28 @@ func TestAuthFailuresSlowThenBlock(t *testing.T) {
 }
 
 func TestAuthLimiterBounded(t *testing.T) {
-	l := newAuthLimiter(3, time.Minute, time.Minute, 0)
+	l := newAuthLimiter(3, 1000, time.Minute, time.Minute, 0)
 	now := time.Unix(1e6, 0)
 	for i := range maxAuthTracked + 100 {
-		l.failed(net.IPv4(10, byte(i>>16), byte(i>>8), byte(i)).String(), now)
+		ip := net.IPv4(10, byte(i>>16), byte(i>>8), byte(i)).String()
+		l.failed(ip, "S1", now)
+		l.failed("10.255.0.1", fmt.Sprintf("S%d", i), now) // one host, many ids
 	}
-	if n := len(l.m); n > maxAuthTracked {
+	if n := len(l.hosts); n > maxAuthTracked {
 		t.Fatalf("%d hosts tracked, bound %d", n, maxAuthTracked)
 	}
-	if newAuthLimiter(-1, 0, 0, 0) != nil {
+	if n := len(l.pairs); n > maxAuthTracked {
+		t.Fatalf("%d (host, id) pairs tracked, bound %d", n, maxAuthTracked)
+	}
+	// An id that is no station id (it may be 64 KiB long) is not kept.
+	l = newAuthLimiter(3, 0, time.Minute, time.Minute, 0)
+	l.failed("10.0.0.1", strings.Repeat("-", 60<<10), now)
+	for k := range l.pairs {
+		if k.id != "" {
+			t.Errorf("pair kept with an invalid id of %d bytes", len(k.id))
+		}
+	}
+	if newAuthLimiter(-1, 0, 0, 0, 0) != nil {
 		t.Error("negative AuthFailures must disable the limiter")
 	}
 }

@@ -25,7 +25,7 @@ type listener struct {
 
 	mu     sync.Mutex
 	closed bool
-	conns  map[net.Conn]struct{}
+	conns  map[*trackedConn]struct{}
 	wg     sync.WaitGroup // accept loop and connection goroutines; Add under mu
 }
 
@@ -37,7 +37,7 @@ func listen(id, addr string, tlsCfg *tls.Config, b *Broker) (*listener, error) {
 	if tlsCfg != nil {
 		ln = tls.NewListener(ln, tlsCfg)
 	}
-	return &listener{id: id, ln: ln, b: b, conns: make(map[net.Conn]struct{})}, nil
+	return &listener{id: id, ln: ln, b: b, conns: make(map[*trackedConn]struct{})}, nil
 }
 
 // ID implements listeners.Listener.
@@ -89,11 +89,12 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 			_ = conn.Close()
 			return
 		}
-		l.conns[conn] = struct{}{}
+		tc := &trackedConn{Conn: conn, writeTimeout: l.b.cfg.WriteTimeout}
+		l.conns[tc] = struct{}{}
 		l.wg.Add(1)
 		l.mu.Unlock()
 
-		go l.handle(conn, establish)
+		go l.handle(tc, establish)
 	}
 }
 
@@ -102,18 +103,20 @@ func isTemporary(err error) bool {
 	return errors.As(err, &t) && t.Temporary()
 }
 
-func (l *listener) handle(conn net.Conn, establish listeners.EstablishFn) {
+func (l *listener) handle(tc *trackedConn, establish listeners.EstablishFn) {
+	conn := tc.Conn
 	defer l.wg.Done()
 	defer func() {
 		l.mu.Lock()
-		delete(l.conns, conn)
+		delete(l.conns, tc)
 		l.mu.Unlock()
 		_ = conn.Close()
 	}()
-	// mochi replaces this deadline with the keepalive once CONNECT is read.
+	// The TLS handshake and the CONNECT must be done by then; mochi
+	// replaces the read deadline with the keepalive once CONNECT is read.
 	_ = conn.SetDeadline(time.Now().Add(l.b.cfg.ConnectTimeout))
-	tc := &trackedConn{Conn: conn}
 	err := establish(l.id, tc)
+	l.b.connEnded(tc)
 	// Oversized packets of established sessions are counted by the hook.
 	if errors.Is(err, packets.ErrPacketTooLarge) && !tc.established.Load() {
 		l.b.m.oversized.Inc()
@@ -146,6 +149,15 @@ func (l *listener) Close(listeners.CloseFn) {
 	l.mu.Unlock()
 
 	_ = l.ln.Close()
+	// No write to a client lasts past closeGrace from now, whether it is
+	// under way or still to come: a client that stopped reading cannot
+	// hold Close up.
+	stop := time.Now().Add(closeGrace)
+	l.mu.Lock()
+	for c := range l.conns {
+		c.stopWritesAt(stop)
+	}
+	l.mu.Unlock()
 	// Instead of closeClients (which sends DISCONNECT even to MQTT 3.1.1
 	// clients), MQTT 5 clients get DISCONNECT "server shutting down" and
 	// 3.1.1 clients a closed connection.
@@ -166,13 +178,61 @@ func (l *listener) Close(listeners.CloseFn) {
 	l.wg.Wait()
 }
 
-// trackedConn is the connection handed to mochi; the hook marks it once the
-// MQTT session is established.
+// trackedConn is the connection handed to mochi. Every write gets a
+// deadline of writeTimeout (or the listener's stop time, if sooner), and a
+// write that misses it closes the connection: a client that does not read
+// is dropped, and holds no lock of mochi's for longer. mochi's
+// SetDeadline (the keepalive) sets the read deadline only. The hook marks
+// the connection once the MQTT session is established.
 type trackedConn struct {
 	net.Conn
+	writeTimeout time.Duration
+
+	dmu    sync.Mutex
+	stopBy time.Time // set by the listener's Close; guarded by dmu
+
 	established atomic.Bool
+	// Takeover state, guarded by the station's stripe lock: sid is the
+	// station (set once authenticated); replacedBy the newer connection of
+	// the station that took this one over; owesDown is set when the end of
+	// the connection this one replaced was not reported, for this one to
+	// report if it never comes up; ended once its goroutine is done.
+	sid        string
+	replacedBy *trackedConn
+	owesDown   bool
+	ended      bool
+
 	// acks orders the PUBACKs of pipelined publishes; set when the session
 	// is established (on the connection's reader, before any publish is
 	// read) if the handler is a PipelineHandler and pipelining is on.
 	acks *ackQueue
+}
+
+// Write implements net.Conn with the write deadline.
+func (c *trackedConn) Write(p []byte) (int, error) {
+	c.dmu.Lock()
+	d := time.Now().Add(c.writeTimeout)
+	if !c.stopBy.IsZero() && c.stopBy.Before(d) {
+		d = c.stopBy
+	}
+	_ = c.Conn.SetWriteDeadline(d)
+	c.dmu.Unlock()
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		// After a partial write the stream is unusable anyway.
+		_ = c.Conn.Close()
+	}
+	return n, err
+}
+
+// SetDeadline implements net.Conn: it sets the read deadline only; writes
+// have theirs.
+func (c *trackedConn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
+
+// stopWritesAt makes every write, under way or to come, end by t.
+func (c *trackedConn) stopWritesAt(t time.Time) {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.stopBy = t
+	_ = c.Conn.SetWriteDeadline(t)
 }

@@ -118,6 +118,8 @@ func (c *rawConn) write(t *testing.T, pk mpackets.Packet) {
 		err = pk.PublishEncode(&buf)
 	case mpackets.Pingreq:
 		err = pk.PingreqEncode(&buf)
+	case mpackets.Subscribe:
+		err = pk.SubscribeEncode(&buf)
 	default:
 		t.Fatalf("cannot encode packet type %d", pk.FixedHeader.Type)
 	}
@@ -165,6 +167,8 @@ func (c *rawConn) readPacket() (mpackets.Packet, error) {
 		err = pk.PubackDecode(body)
 	case mpackets.Disconnect:
 		err = pk.DisconnectDecode(body)
+	case mpackets.Suback:
+		err = pk.SubackDecode(body)
 	case mpackets.Pingresp:
 	default:
 		err = fmt.Errorf("unexpected packet type %d", pk.FixedHeader.Type)

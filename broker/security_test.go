@@ -1,0 +1,367 @@
+package broker
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	mpackets "github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/swapbridge/swapbridge/wire"
+)
+
+// logBuf is a log destination safe for concurrent writes.
+type logBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (l *logBuf) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Len()
+}
+
+func bufLogger(lb *logBuf, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(lb, &slog.HandlerOptions{Level: level}))
+}
+
+// userProps is about n bytes of MQTT 5 user properties.
+func userProps(n int) []mpackets.UserProperty {
+	var ps []mpackets.UserProperty
+	for i := 0; n > 0; i++ {
+		v := strings.Repeat("u", min(n, 1000))
+		ps = append(ps, mpackets.UserProperty{Key: fmt.Sprintf("k%d", i), Val: v})
+		n -= len(v) + 8
+	}
+	return ps
+}
+
+func badPayload(int, string, wire.TopicKind, []byte) error {
+	return fmt.Errorf("status: %w", wire.ErrBadPayload)
+}
+
+// TestLogKeepsNoPacket: at debug level, the lines mochi and the broker
+// write about a second CONNECT on a live connection, a foreign-topic
+// publish and malformed retained statuses carry neither the password nor
+// the payloads nor the user properties, and a station repeating an error
+// gets a bounded number of warnings.
+func TestLogKeepsNoPacket(t *testing.T) {
+	var lb logBuf
+	rec := newRecorder()
+	rec.fail = badPayload
+	b := startBroker(t, Config{Logger: bufLogger(&lb, slog.LevelDebug), PublishRate: -1}, newCreds("S1", "secret-S1-Qw3rty", "S2", "secret-S2-Zx9"), rec)
+	const mark = "PAYLOAD-MARK-7f3a"
+
+	// A second CONNECT: mochi logs the packet it refused, password included.
+	c := dialRaw(t, b.Addr(), "S1", "secret-S1-Qw3rty", 4)
+	rec.expect(t, "up", "S1", "", "")
+	c.write(t, mpackets.Packet{
+		FixedHeader: mpackets.FixedHeader{Type: mpackets.Connect},
+		Connect: mpackets.ConnectParams{
+			ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30,
+			ClientIdentifier: "S1", UsernameFlag: true, Username: []byte("S1"),
+			PasswordFlag: true, Password: []byte("secret-S1-Qw3rty"),
+		},
+	})
+	c.expectClosed(t)
+	rec.expect(t, "down", "S1", "", "")
+
+	// A foreign-topic publish (3.1.1: the connection is closed).
+	c = dialRaw(t, b.Addr(), "S1", "secret-S1-Qw3rty", 4)
+	rec.expect(t, "up", "S1", "", "")
+	c.publish(t, wire.Topic("S2", wire.KindTelemetry), 1, mark+strings.Repeat("x", 60<<10), false)
+	c.expectClosed(t)
+	rec.expect(t, "down", "S1", "", "")
+
+	// Malformed retained statuses with user properties under MQTT 5: each
+	// is acknowledged 0x99 and the connection stays up.
+	v5 := dialV5(t, b.Addr(), "S2", "secret-S2-Zx9")
+	rec.expect(t, "up", "S2", "", "")
+	for i := range 50 {
+		v5.write(t, mpackets.Packet{
+			FixedHeader: mpackets.FixedHeader{Type: mpackets.Publish, Qos: 1, Retain: true},
+			TopicName:   wire.Topic("S2", wire.KindStatus), PacketID: uint16(i + 1),
+			Payload:    []byte(`{"online":"` + mark + `"}`),
+			Properties: mpackets.Properties{User: []mpackets.UserProperty{{Key: "k", Val: mark}}},
+		})
+		v5.expectPuback(t, uint16(i+1), mpackets.ErrPayloadFormatInvalid.Code)
+		rec.next(t)
+	}
+
+	out := lb.String()
+	for _, secret := range []string{"secret-S1-Qw3rty", "secret-S2-Zx9", mark, "xxxxxxxx"} {
+		if i := strings.Index(out, secret); i >= 0 {
+			t.Errorf("%q reached the log: …%s…", secret, out[max(0, i-300):min(len(out), i+100)])
+		}
+	}
+	if n := strings.Count(out, `"station payload rejected"`); n > logPerClient {
+		t.Errorf("%d warnings about one station's bad payloads, want at most %d", n, logPerClient)
+	}
+	if !strings.Contains(out, `"error processing packet"`) || !strings.Contains(out, `"level":"DEBUG"`) {
+		t.Errorf("mochi's per-packet lines are missing at debug level:\n%.3000s", out)
+	}
+}
+
+// TestLogBoundedAtInfo: at the production level, the same misbehaviour
+// repeated (reconnecting after each refused publish, and malformed
+// retained statuses over MQTT 5) writes a few KB of log, not the packets.
+func TestLogBoundedAtInfo(t *testing.T) {
+	var lb logBuf
+	rec := newRecorder()
+	rec.fail = badPayload
+	b := startBroker(t, Config{Logger: bufLogger(&lb, slog.LevelInfo), PublishRate: -1}, newCreds("S1", "one", "S2", "two"), rec)
+	start := lb.Len()
+	for range 20 {
+		c := dialRaw(t, b.Addr(), "S1", "one", 4)
+		c.publish(t, wire.Topic("S2", wire.KindTelemetry), 1, strings.Repeat("x", 60<<10), false)
+		c.expectClosed(t)
+	}
+	foreign := lb.Len() - start
+
+	start = lb.Len()
+	v5 := dialV5(t, b.Addr(), "S2", "two")
+	bad := `{"online":"maybe","boot_id":` + strings.Repeat(`"x`, 20000) + `"}`
+	for i := range 150 {
+		v5.publish(t, wire.Topic("S2", wire.KindStatus), uint16(i+1), bad, true)
+		v5.expectPuback(t, uint16(i+1), mpackets.ErrPayloadFormatInvalid.Code)
+	}
+	status := lb.Len() - start
+	t.Logf("log bytes: 20 foreign-topic publishes of 60 KB with reconnects %d, 150 malformed retained statuses %d", foreign, status)
+	if foreign > 4<<10 || status > 4<<10 {
+		t.Errorf("log bytes %d and %d, want at most 4 KiB each:\n%.2000s", foreign, status, lb.String())
+	}
+}
+
+// stuckClient connects station sid over MQTT 5 with a small receive
+// buffer, subscribes to its commands, has the broker send it 64 KB
+// commands and never reads again, until the broker's queue for it is full
+// (mochi logs "failed publishing packet" to lb, at debug level): its writes to the
+// client are blocked.
+func stuckClient(t *testing.T, b *Broker, lb *logBuf, sid, secret string) *rawConn {
+	t.Helper()
+	nc, err := net.Dial("tcp", b.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	_ = nc.(*net.TCPConn).SetReadBuffer(4 << 10)
+	_ = nc.SetDeadline(time.Now().Add(waitFor))
+	c := &rawConn{c: nc, r: bufio.NewReader(nc), version: 5}
+	c.write(t, mpackets.Packet{
+		FixedHeader: mpackets.FixedHeader{Type: mpackets.Connect},
+		Connect: mpackets.ConnectParams{
+			ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 300,
+			ClientIdentifier: sid, UsernameFlag: true, Username: []byte(sid),
+			PasswordFlag: true, Password: []byte(secret),
+		},
+	})
+	if pk := c.read(t); pk.FixedHeader.Type != mpackets.Connack || pk.ReasonCode != 0 {
+		t.Fatalf("CONNACK %#x", pk.ReasonCode)
+	}
+	c.write(t, mpackets.Packet{
+		FixedHeader: mpackets.FixedHeader{Type: mpackets.Subscribe, Qos: 1}, PacketID: 1,
+		Filters: mpackets.Subscriptions{{Filter: wire.Topic(sid, wire.KindCmd), Qos: 1}},
+	})
+	if pk := c.read(t); pk.FixedHeader.Type != mpackets.Suback {
+		t.Fatalf("got packet type %d, want SUBACK", pk.FixedHeader.Type)
+	}
+	// A retained status with 60 KB of user properties, as an attacker
+	// would send to have them echoed; then commands until the socket is
+	// full.
+	c.write(t, mpackets.Packet{
+		FixedHeader: mpackets.FixedHeader{Type: mpackets.Publish, Qos: 1, Retain: true},
+		TopicName:   wire.Topic(sid, wire.KindStatus), PacketID: 2,
+		Payload:    []byte(`{"online":true,"boot_id":"b"}`),
+		Properties: mpackets.Properties{User: userProps(60 << 10)},
+	})
+	cmd := []byte(`{"x":"` + strings.Repeat("c", wire.MaxPayload-16) + `"}`)
+	for range 5000 {
+		if err := b.SendToStation(sid, cmd); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(lb.String(), `"failed publishing packet"`) {
+			return c
+		}
+	}
+	t.Fatal("the broker's queue for a client that does not read never filled")
+	return nil
+}
+
+// TestStuckClientDoesNotHoldTheStation: a client that stops reading
+// (commands and acks pile up in its socket) is disconnected after the
+// write timeout; before that, a new connection of the same station gets its
+// CONNACK at once; and Close returns within its grace, whatever the
+// client does.
+func TestStuckClientDoesNotHoldTheStation(t *testing.T) {
+	t.Run("takeover", func(t *testing.T) {
+		rec := newRecorder()
+		var lb logBuf
+		b := startBroker(t, Config{Logger: bufLogger(&lb, slog.LevelDebug)}, newCreds("S1", "one"), rec)
+		stuckClient(t, b, &lb, "S1", "one")
+		rec.expect(t, "up", "S1", "", "")
+		start := time.Now()
+		c := dialRaw(t, b.Addr(), "S1", "one", 4) // fails unless a CONNACK comes within waitFor
+		t.Logf("CONNACK behind a client that stopped reading: %.3fs (write timeout %s)", time.Since(start).Seconds(), DefaultWriteTimeout)
+		c.barrier(t, "the new connection")
+	})
+	t.Run("write timeout", func(t *testing.T) {
+		rec := newRecorder()
+		var lb logBuf
+		b := startBroker(t, Config{WriteTimeout: time.Second, Logger: bufLogger(&lb, slog.LevelDebug)}, newCreds("S1", "one"), rec)
+		stuckClient(t, b, &lb, "S1", "one")
+		rec.expect(t, "up", "S1", "", "")
+		start := time.Now()
+		for e := rec.next(t); e.what != "down"; e = rec.next(t) { // the status is a publish
+		}
+		t.Logf("a client that stopped reading dropped after %.2fs (write timeout 1s)", time.Since(start).Seconds())
+	})
+	t.Run("close", func(t *testing.T) {
+		rec := newRecorder()
+		var lb logBuf
+		b, err := New(Config{Addr: "127.0.0.1:0", NotFound: errNotFound, Logger: bufLogger(&lb, slog.LevelDebug)}, newCreds("S1", "one"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.SetHandler(rec)
+		if err := b.Start(); err != nil {
+			t.Fatal(err)
+		}
+		stuckClient(t, b, &lb, "S1", "one")
+		rec.expect(t, "up", "S1", "", "")
+		start := time.Now()
+		done := make(chan struct{})
+		go func() { _ = b.Close(); close(done) }()
+		within(t, done, "Close with a client that stopped reading") // waitFor: 10 s, swapd's whole shutdown budget
+		t.Logf("Close with a client that stopped reading: %.2fs (grace %s)", time.Since(start).Seconds(), closeGrace)
+	})
+}
+
+// TestNoAckEchoesUserProperties: acks (to a refused publish and to a
+// retained status) carry no user properties, a retained status is
+// acknowledged 0x00, and refused MQTT 5 publishes count against the
+// station's publish rate.
+func TestNoAckEchoesUserProperties(t *testing.T) {
+	rec := newRecorder()
+	b := startBroker(t, Config{PublishRate: 0.1, PublishBurst: 2, PublishWait: 50 * time.Millisecond}, newCreds("S1", "one"), rec)
+	c := dialV5(t, b.Addr(), "S1", "one")
+	rec.expect(t, "up", "S1", "", "")
+	props := mpackets.Properties{User: userProps(30 << 10)}
+	c.write(t, mpackets.Packet{
+		FixedHeader: mpackets.FixedHeader{Type: mpackets.Publish, Qos: 1, Retain: true},
+		TopicName:   wire.Topic("S1", wire.KindStatus), PacketID: 1,
+		Payload: []byte(`{"online":true,"boot_id":"b"}`), Properties: props,
+	})
+	pk := c.read(t)
+	if pk.FixedHeader.Type != mpackets.Puback || pk.ReasonCode != 0 || len(pk.Properties.User) != 0 {
+		t.Fatalf("status PUBACK: type %d reason %#x, %d user properties; want PUBACK 0x00 without", pk.FixedHeader.Type, pk.ReasonCode, len(pk.Properties.User))
+	}
+	rec.expect(t, "publish", "S1", wire.KindStatus, `{"online":true,"boot_id":"b"}`)
+	c.write(t, mpackets.Packet{
+		FixedHeader: mpackets.FixedHeader{Type: mpackets.Publish, Qos: 1},
+		TopicName:   wire.Topic("S2", wire.KindTelemetry), PacketID: 2,
+		Payload: []byte(`{}`), Properties: props,
+	})
+	pk = c.read(t)
+	if pk.FixedHeader.Type != mpackets.Puback || pk.ReasonCode != mpackets.ErrNotAuthorized.Code || len(pk.Properties.User) != 0 {
+		t.Fatalf("refused publish: type %d reason %#x, %d user properties; want PUBACK 0x87 without", pk.FixedHeader.Type, pk.ReasonCode, len(pk.Properties.User))
+	}
+	// The burst of 2 is spent; the next refused publish's turn is 10 s
+	// away: the connection is closed as for a permitted one.
+	c.write(t, mpackets.Packet{
+		FixedHeader: mpackets.FixedHeader{Type: mpackets.Publish, Qos: 1},
+		TopicName:   wire.Topic("S2", wire.KindTelemetry), PacketID: 3, Payload: []byte(`{}`),
+	})
+	c.expectClosed(t)
+	if got := value(t, b.m.rateLimited); got != 1 {
+		t.Errorf("publishes_rate_limited_total = %v, want 1", got)
+	}
+}
+
+// TestTakeoverNoOfflineChurn: a station that reconnects again and again
+// while its previous connection is open is reported up each time and never
+// down, and its Will does not reach the Handler; its last connection's end
+// is reported as usual.
+func TestTakeoverNoOfflineChurn(t *testing.T) {
+	rec := newRecorder()
+	b := startBroker(t, Config{}, newCreds("S1", "one"), rec)
+	status := wire.Topic("S1", wire.KindStatus)
+	will := `{"online":false,"boot_id":"b1"}`
+	var last connCapture
+	for i := range 8 {
+		o := stationOpts(b.Addr(), "S1", "S1", "one").SetWill(status, will, 1, true).SetCustomOpenConnectionFn(last.open)
+		mustDial(t, o)
+		if e := rec.next(t); e.what != "up" {
+			t.Fatalf("takeover %d: handler event %+v before the new session is up", i, e)
+		}
+	}
+	last.kill()
+	rec.expect(t, "publish", "S1", wire.KindStatus, will)
+	rec.expect(t, "down", "S1", "", "")
+	if b.Connected("S1") {
+		t.Error("station still connected")
+	}
+}
+
+// TestAuthFailuresPerClientID: wrong secrets for one station block that
+// station from that address, not its neighbours behind the same address;
+// past the per-address ceiling, wrong attempts are slowed and right ones
+// still pass.
+func TestAuthFailuresPerClientID(t *testing.T) {
+	b := startBroker(t, Config{AuthFailures: 3, AuthHostFailures: 6, AuthBlock: time.Minute, AuthDelay: -1},
+		newCreds("S1", "one", "S2", "two", "S3", "three"), nil)
+	try := func(id, pass string) (time.Duration, error) {
+		start := time.Now()
+		c := paho.NewClient(stationOpts(b.Addr(), id, id, pass))
+		tok := c.Connect()
+		if !tok.WaitTimeout(waitFor) {
+			t.Fatal("connect timed out")
+		}
+		if tok.Error() == nil {
+			c.Disconnect(0)
+		}
+		return time.Since(start), tok.Error()
+	}
+	for range 3 {
+		if _, err := try("S1", "wrong"); err == nil {
+			t.Fatal("wrong secret accepted")
+		}
+	}
+	if _, err := try("S1", "one"); err == nil {
+		t.Error("S1 with its secret right after 3 failures for it: accepted, want blocked")
+	}
+	if _, err := try("S2", "two"); err != nil {
+		t.Errorf("a neighbour with its own secret: %v", err)
+	}
+	// Spraying: 3 more failures over other ids reach the address's
+	// ceiling of 6; from now on every failure is answered 1 s late, and
+	// right secrets still pass at once.
+	for _, id := range []string{"S2", "S3", "S9"} {
+		try(id, "wrong")
+	}
+	if d, err := try("S3", "wrong-again"); err == nil || d < maxAuthDelay {
+		t.Errorf("a failure past the address's ceiling: refused after %v (%v), want at least %v", d, err, maxAuthDelay)
+	}
+	if _, err := try("S3", "three"); err != nil {
+		t.Errorf("right secret from an address past its ceiling: %v", err)
+	}
+}
