@@ -201,8 +201,7 @@ func LoadFile(cfg *Config, path string) error {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
-		msg := strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
-		return fmt.Errorf("config %s: %s", path, msg)
+		return fmt.Errorf("config %s: %s", path, describeYAMLError(err))
 	}
 	return nil
 }
