@@ -6,8 +6,8 @@ import (
 )
 
 // registerPprof mounts Go's runtime profiles under /debug/pprof/ for
-// holders of the admin token (Authorization: Bearer, or ?token=), checked by
-// guard. For example, the live heap after a collection:
+// holders of the admin token (in the Authorization header only, never as
+// ?token=), checked by guard. For example, the live heap after a collection:
 //
 //	curl -H "Authorization: Bearer $TOKEN" localhost:8000/debug/pprof/heap?gc=1 > heap.pb.gz
 //	go tool pprof -top heap.pb.gz
