@@ -35,6 +35,7 @@ type Bridge interface {
 	StationViews() ([]wire.StationView, error)
 	StationView(stationID string) (wire.StationView, error)
 	StationExists(stationID string) bool
+	StationRemover
 }
 
 // Store is the part of the store the API reads and provisions through.
@@ -47,13 +48,21 @@ type Store interface {
 	UserByTokenHash(h [32]byte) (store.User, error)
 	LastSeq() uint64
 	FirstSeq() uint64
+	// FirstSeqOf is the oldest seq from which ch's events are complete
+	// (later than FirstSeq for a station whose own oldest events the
+	// per-station cap removed).
+	FirstSeqOf(ch store.Channel) uint64
 	EventsAfter(ch store.Channel, since uint64, limit int) ([]store.Event, error)
+	Credentials
 }
 
 // CredentialCache is told when a station's credentials change (the broker's
 // auth cache).
 type CredentialCache interface {
 	Invalidate(stationID string)
+	// Revoke applies a rotation or deletion of the station's secret and
+	// closes a live session whose secret is no longer valid.
+	Revoke(stationID string)
 }
 
 // Config configures the API. The zero value of every optional field is usable.
@@ -98,6 +107,9 @@ type API struct {
 	logins  *loginLimiter // nil: failed logins are not slowed
 	reqID   atomic.Uint64
 	idBase  string
+
+	// sessions closes a user's WebSockets on revocation (credentials.go).
+	sessions UserSessions
 }
 
 // New returns the API. creds may be nil.
@@ -158,6 +170,11 @@ func (a *API) routes() []route {
 		{"POST", "/api/admin/users", a.admin(a.createUser)},
 		{"POST", "/api/admin/notifications", a.admin(a.sendNotification)},
 		{"POST", "/api/admin/stations/{sid}/status", a.admin(a.setStationStatus)},
+		{"POST", "/api/admin/stations/{sid}/secret", a.admin(a.rotateSecret)},
+		{"DELETE", "/api/admin/stations/{sid}", a.admin(a.deleteStation)},
+		{"POST", "/api/admin/users/{uid}/tokens", a.admin(a.addToken)},
+		{"DELETE", "/api/admin/users/{uid}/tokens", a.admin(a.revokeTokens)},
+		{"DELETE", "/api/admin/users/{uid}", a.admin(a.deleteUser)},
 		{"GET", "/healthz", a.healthz},
 		{"GET", "/readyz", a.readyz},
 		{"GET", "/metrics", a.metrics},
@@ -267,7 +284,7 @@ func (a *API) cors(w http.ResponseWriter, r *http.Request) {
 				h.Set("Access-Control-Allow-Origin", origin)
 				h.Add("Vary", "Origin")
 			}
-			h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+			h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
 			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, X-Request-Id")
 			h.Set("Access-Control-Max-Age", "600")
 			return

@@ -153,6 +153,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return fail(fmt.Errorf("http rate limit: %w", err))
 	}
+	s.api.SetUserSessions(s.hub)
 	st.SetCommitListener(s.hub.Publish)
 	s.api.Register(s.mux)
 	s.hub.Register(s.mux)
