@@ -9,7 +9,7 @@ COPY . .
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/swapd ./cmd/swapd \
  && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/swapctl ./cmd/swapctl \
  && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/stationagent ./cmd/stationagent \
- && mkdir -p /out/data
+ && mkdir -p -m 0700 /out/data
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/swapd /out/swapctl /out/stationagent /usr/local/bin/
