@@ -48,6 +48,10 @@ type Store interface {
 	UserByTokenHash(h [32]byte) (store.User, error)
 	LastSeq() uint64
 	FirstSeq() uint64
+	// FirstSeqOf is the oldest seq from which ch's events are complete
+	// (later than FirstSeq for a station whose own oldest events the
+	// per-station cap removed).
+	FirstSeqOf(ch store.Channel) uint64
 	EventsAfter(ch store.Channel, since uint64, limit int) ([]store.Event, error)
 	Credentials
 }

@@ -240,7 +240,7 @@ func (a *API) listEvents(w http.ResponseWriter, r *http.Request) {
 	evs, err := a.store.EventsAfter(ch, since, limit)
 	if errors.Is(err, store.ErrCompacted) {
 		page.Gap = true
-		from := a.store.FirstSeq()
+		from := a.store.FirstSeqOf(ch)
 		if from > 0 {
 			from--
 		}

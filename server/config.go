@@ -86,6 +86,12 @@ type DomainConfig struct {
 type EventsConfig struct {
 	RetentionAge    Duration `yaml:"retention_age"`    // SWAPD_EVENTS_RETENTION_AGE; default 168h
 	RetentionEvents int      `yaml:"retention_events"` // SWAPD_EVENTS_RETENTION_EVENTS; default 1000000
+	// RetentionStationEvents bounds each station's own events (station
+	// channel, not its users' events), applied before RetentionEvents: a
+	// station over it loses its own oldest events, so one station cannot
+	// flush the log (SWAPD_EVENTS_RETENTION_STATION_EVENTS; default 50000;
+	// 0: the default; negative: off).
+	RetentionStationEvents int `yaml:"retention_station_events"`
 }
 
 // WebSocketConfig configures the WebSocket endpoints.
@@ -182,7 +188,9 @@ func Defaults() Config {
 
 			MaxActiveBookings: 2,
 		},
-		Events: EventsConfig{RetentionAge: Duration(7 * 24 * time.Hour), RetentionEvents: 1_000_000},
+		Events: EventsConfig{
+			RetentionAge: Duration(7 * 24 * time.Hour), RetentionEvents: 1_000_000, RetentionStationEvents: 50_000,
+		},
 		Limits: LimitsConfig{
 			MQTTMaxClients: 10000, HTTPRate: 100, HTTPBurst: 400,
 			MQTTPublishRate: 50, MQTTPublishBurst: 200, MQTTAuthFailures: 10, MQTTAuthBlock: Duration(5 * time.Minute),
@@ -272,6 +280,7 @@ func ApplyEnv(cfg *Config, getenv func(string) string) error {
 	integer("SWAPD_MAX_ACTIVE_BOOKINGS", &cfg.Domain.MaxActiveBookings)
 	dur("SWAPD_EVENTS_RETENTION_AGE", &cfg.Events.RetentionAge)
 	integer("SWAPD_EVENTS_RETENTION_EVENTS", &cfg.Events.RetentionEvents)
+	integer("SWAPD_EVENTS_RETENTION_STATION_EVENTS", &cfg.Events.RetentionStationEvents)
 	integer("SWAPD_MQTT_MAX_CLIENTS", &cfg.Limits.MQTTMaxClients)
 	num("SWAPD_HTTP_RATE_LIMIT", &cfg.Limits.HTTPRate)
 	integer("SWAPD_HTTP_RATE_BURST", &cfg.Limits.HTTPBurst)

@@ -74,8 +74,11 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 
 	dbPath := filepath.Join(cfg.DataDir, "swapd.db")
 	st, err := store.Open(dbPath, store.Options{
-		Retention: store.Retention{MaxAge: time.Duration(cfg.Events.RetentionAge), MaxEvents: cfg.Events.RetentionEvents},
-		Logger:    log.With("part", "store"),
+		Retention: store.Retention{
+			MaxAge: time.Duration(cfg.Events.RetentionAge), MaxEvents: cfg.Events.RetentionEvents,
+			MaxStationEvents: cfg.Events.RetentionStationEvents,
+		},
+		Logger: log.With("part", "store"),
 	})
 	if err != nil {
 		if errors.Is(err, store.ErrLocked) {

@@ -42,13 +42,21 @@ type Options struct {
 }
 
 // Retention bounds the event log by age and by count; whichever removes more
-// wins. Zero MaxAge means 7 days; zero MaxEvents means 1,000,000.
-// Negative values disable that bound. Retention always removes a prefix of
-// the log (the oldest seqs): an event goes by age once it and every older
-// event are older than MaxAge (event Time, as given to Append).
+// wins. Zero MaxAge means 7 days; zero MaxEvents means 1,000,000; zero
+// MaxStationEvents means 50,000. Negative values disable that bound.
+//
+// MaxStationEvents bounds each station's own channel (events with a
+// station id and no user id) and applies first: a station over it loses
+// its own oldest events, from wherever they are in the log, so one
+// station flooding the log evicts its own history, not other stations'
+// events or users' notifications. MaxEvents then counts the events left
+// and removes the oldest beyond it, and MaxAge removes a prefix too: an
+// event goes by age once it and every older event are older than MaxAge
+// (event Time, as given to Append).
 type Retention struct {
-	MaxAge    time.Duration
-	MaxEvents int
+	MaxAge           time.Duration
+	MaxEvents        int
+	MaxStationEvents int
 }
 
 // Station is a provisioned station.

@@ -35,10 +35,19 @@
 // user events (these are a small share of the log, and the walk is
 // sequential).
 //
-// Retention (Options.Retention, by age and by count) removes a prefix of the
-// log, in transactions of bounded size, every Options.CompactEvery and on
-// Compact. FirstSeq is the oldest retained seq; EventsAfter returns
-// ErrCompacted when the caller's since falls before it.
+// Retention (Options.Retention) runs every Options.CompactEvery and on
+// Compact, in transactions of bounded size. First a station whose own
+// channel holds more than MaxStationEvents loses its own oldest events,
+// from the middle of the log (through the station index), and its cut (the
+// highest seq removed) is stored; then the count and age bounds remove a
+// prefix of the log. FirstSeq is the oldest retained seq; FirstSeqOf(ch)
+// is where ch's events are complete (after the cut, for the cut station,
+// the all-stations channel and the whole log). EventsAfter returns
+// ErrCompacted when the caller's since falls before it. How many events the
+// log and each station channel hold is kept in memory: committed events
+// are counted by the committer, and the events already in the file at Open
+// by one walk over the log in the first Compact (about 0.3 s for a million
+// events).
 //
 // # Blocking
 //

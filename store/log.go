@@ -164,8 +164,8 @@ func (rd *reader) event(seq uint64, r *record) Event {
 // EventsAfter misses nothing (it may see an event twice and should skip seqs
 // it already has).
 //
-// If retention removed events after since (since < FirstSeq()-1), it returns
-// ErrCompacted. If since ≥ L, including a since beyond the newest event (a
+// If retention removed events of ch after since (since < FirstSeqOf(ch)-1),
+// it returns ErrCompacted. If since ≥ L, including a since beyond the newest event (a
 // client that saw a seq this log never had), it returns an empty slice and no
 // error; callers that must tell those cases apart compare since with
 // LastSeq(). Per-station and per-user reads seek their index and do not
@@ -185,6 +185,11 @@ func (s *Store) EventsAfter(ch Channel, since uint64, limit int) ([]Event, error
 		// the tx began is never too optimistic for this snapshot.
 		if first := s.firstSeq.Load(); first > 0 && since < first-1 {
 			return fmt.Errorf("store: events after %d (oldest retained %d): %w", since, first, ErrCompacted)
+		}
+		// The per-station cap removed events of this channel up to cut
+		// (raised before its commit, like firstSeq).
+		if cut := s.logc.cut(ch); since < cut {
+			return fmt.Errorf("store: events after %d (the channel's events up to %d were removed): %w", since, cut, ErrCompacted)
 		}
 		n := last - since
 		if limit > 0 && uint64(limit) < n {

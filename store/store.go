@@ -26,6 +26,8 @@ const (
 	DefaultMaxBatch     = 4096
 	DefaultMaxAge       = 7 * 24 * time.Hour
 	DefaultMaxEvents    = 1_000_000
+	// DefaultMaxStationEvents is Retention.MaxStationEvents' zero value.
+	DefaultMaxStationEvents = 50_000
 )
 
 // initialMmapSize is the bolt mapping made at open: 1 GiB on 64-bit
@@ -61,6 +63,7 @@ type Store struct {
 
 	lastSeq  atomic.Uint64 // newest durable seq; stored after each commit
 	firstSeq atomic.Uint64 // oldest retained seq; see FirstSeq
+	logc     logCounts     // events per station channel, and the station caps' cuts (compact.go)
 
 	listener atomic.Pointer[func([]Event)]
 
@@ -147,6 +150,9 @@ func (o Options) withDefaults() Options {
 	if o.Retention.MaxEvents == 0 {
 		o.Retention.MaxEvents = DefaultMaxEvents
 	}
+	if o.Retention.MaxStationEvents == 0 {
+		o.Retention.MaxStationEvents = DefaultMaxStationEvents
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -198,7 +204,7 @@ func (s *Store) init() error {
 		s.last = last
 		s.lastSeq.Store(last)
 		s.firstSeq.Store(first)
-		return nil
+		return s.logc.init(btx, last)
 	})
 }
 
@@ -450,6 +456,9 @@ func (s *Store) tryCommit(live []*request) (int, error) {
 		return -1, fmt.Errorf("store: commit: %w", mapBoltErr(err))
 	}
 	prev := s.last
+	if nEvents > 0 {
+		s.logc.appended(live)
+	}
 	s.last = seq
 	s.lastSeq.Store(seq)
 	if seq > prev {
