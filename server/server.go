@@ -48,12 +48,12 @@ type Server struct {
 	started      atomic.Bool
 	shutdownOnce sync.Once
 	shutdownErr  error
+
+	undoDataDir func() // set by New, run when Start fails (see freshDataDir)
 }
 
-// New opens the data dir and builds every part; nothing listens until Start.
-// It fails with a clear error when the data dir cannot be used (for example
-// when another swapd holds it).
-func New(cfg Config, log *slog.Logger) (*Server, error) {
+// newServer opens the data dir and builds every part for New.
+func newServer(cfg Config, log *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -210,9 +210,9 @@ func (s *Server) ready() error {
 	return nil
 }
 
-// Start binds the HTTP and MQTT listeners and starts the bridge. On error
-// everything already started is stopped again.
-func (s *Server) Start(ctx context.Context) error {
+// start binds the HTTP and MQTT listeners and starts the bridge for Start.
+// On error everything already started is stopped again.
+func (s *Server) start(ctx context.Context) error {
 	ln, err := net.Listen("tcp", s.cfg.HTTPAddr)
 	if err != nil {
 		s.Shutdown(context.Background())

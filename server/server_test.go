@@ -71,18 +71,15 @@ func TestPortTakenIsAClearError(t *testing.T) {
 	defer ln.Close()
 	cfg := testConfig(t)
 	cfg.HTTPAddr = ln.Addr().String()
-	srv, err := New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = srv.Start(context.Background())
+	_, err = New(cfg, nil)
 	if err == nil {
-		t.Fatal("Start must fail when the HTTP port is taken")
+		t.Fatal("New must fail when the HTTP port is taken")
 	}
 	if !strings.Contains(err.Error(), "address already in use") || strings.Contains(err.Error(), "\n") {
 		t.Errorf("want one line saying the address is in use, got %q", err)
 	}
 	// The data dir must be released again.
+	ln.Close()
 	srv2, err := New(cfg, nil)
 	if err != nil {
 		t.Fatalf("data dir not released after a failed start: %v", err)
