@@ -41,17 +41,6 @@ type UserSessions interface {
 // tokens are revoked.
 func (a *API) SetUserSessions(s UserSessions) { a.sessions = s }
 
-type rotateRequest struct {
-	Grace string `json:"grace"`
-}
-
-// tokenResponse is the answer of POST /api/admin/users/{uid}/tokens.
-type tokenResponse struct {
-	ID     string `json:"id"`
-	UserID string `json:"user_id"`
-	Token  string `json:"token"`
-}
-
 // rotateSecret serves POST /api/admin/stations/{sid}/secret.
 func (a *API) rotateSecret(w http.ResponseWriter, r *http.Request) {
 	if err := a.doRotateSecret(w, r); err != nil {
@@ -64,7 +53,7 @@ func (a *API) doRotateSecret(w http.ResponseWriter, r *http.Request) error {
 	if aerr != nil {
 		return aerr
 	}
-	var req rotateRequest
+	var req wire.RotateSecretRequest
 	if r.ContentLength != 0 {
 		if aerr := decodeBody(w, r, &req); aerr != nil {
 			return aerr
@@ -133,7 +122,7 @@ func (a *API) addToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.log.Info("user token added", "user", uid, "token_id", id)
-	writeJSON(w, http.StatusCreated, tokenResponse{ID: id, UserID: uid, Token: token})
+	writeJSON(w, http.StatusCreated, wire.UserTokenResponse{ID: id, UserID: uid, Token: token})
 }
 
 // revokeTokens serves DELETE /api/admin/users/{uid}/tokens.

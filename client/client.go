@@ -171,3 +171,37 @@ func (c *Client) SetStationStatus(ctx context.Context, stationID, status string)
 	err := c.Do(ctx, http.MethodPost, "/api/admin/stations/"+url.PathEscape(stationID)+"/status", map[string]string{"status": status}, &out)
 	return out, err
 }
+
+// RotateStationSecret gives a station a new secret (admin); the old one
+// keeps working for grace ("" or "0s": refused at once, and a session
+// logged in with it is closed). The new secret is shown only once.
+func (c *Client) RotateStationSecret(ctx context.Context, stationID, grace string) (wire.CreateStationResponse, error) {
+	var out wire.CreateStationResponse
+	err := c.Do(ctx, http.MethodPost, "/api/admin/stations/"+url.PathEscape(stationID)+"/secret", wire.RotateSecretRequest{Grace: grace}, &out)
+	return out, err
+}
+
+// DeleteStation deletes a station (admin): its session is closed, its
+// active bookings fail, its past events stay.
+func (c *Client) DeleteStation(ctx context.Context, stationID string) error {
+	return c.Do(ctx, http.MethodDelete, "/api/admin/stations/"+url.PathEscape(stationID), nil, nil)
+}
+
+// AddUserToken gives a user one more token (admin); it is shown only once.
+func (c *Client) AddUserToken(ctx context.Context, userID string) (wire.UserTokenResponse, error) {
+	var out wire.UserTokenResponse
+	err := c.Do(ctx, http.MethodPost, "/api/admin/users/"+url.PathEscape(userID)+"/tokens", nil, &out)
+	return out, err
+}
+
+// RevokeUserTokens revokes every token of a user and closes its WebSockets
+// (admin).
+func (c *Client) RevokeUserTokens(ctx context.Context, userID string) error {
+	return c.Do(ctx, http.MethodDelete, "/api/admin/users/"+url.PathEscape(userID)+"/tokens", nil, nil)
+}
+
+// DeleteUser deletes a user (admin): tokens revoked, WebSockets closed,
+// active bookings cancelled.
+func (c *Client) DeleteUser(ctx context.Context, userID string) error {
+	return c.Do(ctx, http.MethodDelete, "/api/admin/users/"+url.PathEscape(userID), nil, nil)
+}

@@ -6,12 +6,20 @@
 //	station list
 //	station show ID
 //	station status ID maintenance|online
+//	station rotate ID [--grace DURATION]
+//	station rm ID
 //	user add ID
+//	user token add ID
+//	user token revoke ID
+//	user rm ID
 //	notify USER_ID --title T --message M [--level info|warning|error]
 //
 // The server URL comes from --server, else SWAPCTL_SERVER, else
 // http://localhost:8000; the admin token from --token, else SWAPCTL_TOKEN,
 // else the file named by --token-file (default ./data/admin.token).
+//
+// Text from the server is printed with its control characters escaped, so
+// a station name or battery id cannot drive the operator's terminal.
 package main
 
 import (
@@ -23,10 +31,13 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/swapbridge/swapbridge/client"
 	"github.com/swapbridge/swapbridge/wire"
@@ -40,7 +51,7 @@ func main() {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(2)
 		}
-		fmt.Fprintln(os.Stderr, "swapctl:", err)
+		fmt.Fprintln(os.Stderr, "swapctl:", esc(err.Error()))
 		if errors.Is(err, errUsage) {
 			os.Exit(2)
 		}
@@ -57,7 +68,12 @@ commands:
   station list
   station show ID
   station status ID maintenance|online
+  station rotate ID [--grace DURATION]   new secret; the old one works for DURATION (default 0s)
+  station rm ID                          delete a station (its active bookings fail)
   user add ID
+  user token add ID                      one more token for the user
+  user token revoke ID                   revoke every token of the user
+  user rm ID                             delete a user (tokens revoked, bookings cancelled)
   notify USER_ID --title TITLE --message TEXT [--level info|warning|error]
 
 environment: SWAPCTL_SERVER (default http://localhost:8000), SWAPCTL_TOKEN
@@ -113,6 +129,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if (cmd == "station" || cmd == "user") && len(rest) > 1 {
 		cmd += " " + rest[1]
 		rest = rest[2:]
+		if cmd == "user token" && len(rest) > 0 {
+			cmd += " " + rest[0]
+			rest = rest[1:]
+		}
 	} else {
 		rest = rest[1:]
 	}
@@ -157,6 +177,30 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return fmt.Errorf("%w: station status ID maintenance|online", errUsage)
 		}
 		return c.stationStatus(ctx, pos[0], pos[1])
+	case "station rotate":
+		grace := fs.String("grace", "", "how long the old secret keeps working, e.g. 1h (default 0s)")
+		pos, err := parse(fs, rest)
+		if err != nil {
+			return err
+		}
+		if len(pos) != 1 {
+			return fmt.Errorf("%w: station rotate ID [--grace DURATION]", errUsage)
+		}
+		if *grace != "" {
+			if d, err := time.ParseDuration(*grace); err != nil || d < 0 {
+				return fmt.Errorf("%w: --grace must be a duration such as 1h or 30m, not %q", errUsage, *grace)
+			}
+		}
+		return c.stationRotate(ctx, pos[0], *grace)
+	case "station rm", "user rm", "user token add", "user token revoke":
+		pos, err := parse(fs, rest)
+		if err != nil {
+			return err
+		}
+		if len(pos) != 1 {
+			return fmt.Errorf("%w: %s ID", errUsage, cmd)
+		}
+		return c.oneID(ctx, cmd, pos[0])
 	case "user add":
 		pos, err := parse(fs, rest)
 		if err != nil {
@@ -213,7 +257,11 @@ func (c *cli) table(header string, rows [][]string) error {
 	tw := tabwriter.NewWriter(c.out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, header)
 	for _, r := range rows {
-		fmt.Fprintln(tw, strings.Join(r, "\t"))
+		cells := make([]string, len(r))
+		for i, v := range r {
+			cells[i] = esc(v)
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
 	return tw.Flush()
 }
@@ -230,7 +278,7 @@ func (c *cli) stationAdd(ctx context.Context, req wire.CreateStationRequest) err
 	if c.g.json {
 		return c.printJSON(res)
 	}
-	fmt.Fprintf(c.out, "station %s provisioned\nsecret: %s\n(the secret is shown only once: put it in the station's stationagent.yaml)\n", res.ID, res.Secret)
+	fmt.Fprintf(c.out, "station %s provisioned\nsecret: %s\n(the secret is shown only once: put it in the station's stationagent.yaml)\n", esc(res.ID), esc(res.Secret))
 	return nil
 }
 
@@ -267,7 +315,7 @@ func (c *cli) stationShow(ctx context.Context, id string) error {
 		return c.printJSON(s)
 	}
 	fmt.Fprintf(c.out, "%s (%s) %s, last seen %s\navailable %d, booked %d, charging %d, empty %d, faulted %d of %d slots\n\n",
-		s.ID, s.Name, s.Status, ago(s.LastSeen), s.AvailableBatteries, s.BookedBatteries, s.ChargingBatteries, s.EmptySlots, s.FaultedSlots, s.TotalSlots)
+		esc(s.ID), esc(s.Name), esc(s.Status), ago(s.LastSeen), s.AvailableBatteries, s.BookedBatteries, s.ChargingBatteries, s.EmptySlots, s.FaultedSlots, s.TotalSlots)
 	rows := make([][]string, 0, len(s.Slots))
 	for _, sl := range s.Slots {
 		bat := sl.Battery()
@@ -282,7 +330,7 @@ func (c *cli) stationShow(ctx context.Context, id string) error {
 		if sl.Reserved {
 			res = "reserved " + sl.BookingID
 		}
-		rows = append(rows, []string{fmt.Sprint(sl.Slot), bat, fmt.Sprintf("%.1f", sl.SoC), fmt.Sprintf("%.0f", sl.SoH),
+		rows = append(rows, []string{strconv.Itoa(sl.Slot.Slot), bat, fmt.Sprintf("%.1f", sl.SoC), fmt.Sprintf("%.0f", sl.SoH),
 			fmt.Sprintf("%.1f", sl.TempC), sl.Door + "/" + lock, sl.Fault, res})
 	}
 	return c.table("SLOT\tBATTERY\tSOC\tSOH\tTEMP\tDOOR\tFAULT\tBOOKING", rows)
@@ -300,7 +348,7 @@ func (c *cli) stationStatus(ctx context.Context, id, status string) error {
 	if c.g.json {
 		return c.printJSON(s)
 	}
-	fmt.Fprintf(c.out, "station %s is now %s\n", s.ID, s.Status)
+	fmt.Fprintf(c.out, "station %s is now %s\n", esc(s.ID), esc(s.Status))
 	return nil
 }
 
@@ -316,7 +364,7 @@ func (c *cli) userAdd(ctx context.Context, id string) error {
 	if c.g.json {
 		return c.printJSON(res)
 	}
-	fmt.Fprintf(c.out, "user %s created\ntoken: %s\n(the token is shown only once)\n", res.ID, res.Token)
+	fmt.Fprintf(c.out, "user %s created\ntoken: %s\n(the token is shown only once)\n", esc(res.ID), esc(res.Token))
 	return nil
 }
 
@@ -331,7 +379,7 @@ func (c *cli) notify(ctx context.Context, uid string, n wire.Notification) error
 	if c.g.json {
 		return c.printJSON(map[string]string{"status": "sent"})
 	}
-	fmt.Fprintf(c.out, "notification sent to %s\n", uid)
+	fmt.Fprintf(c.out, "notification sent to %s\n", esc(uid))
 	return nil
 }
 
@@ -344,4 +392,78 @@ func ago(t time.Time) string {
 		d = 0
 	}
 	return d.String() + " ago"
+}
+
+func (c *cli) stationRotate(ctx context.Context, id, grace string) error {
+	cl, err := c.client(true)
+	if err != nil {
+		return err
+	}
+	res, err := cl.RotateStationSecret(ctx, id, grace)
+	if err != nil {
+		return err
+	}
+	if c.g.json {
+		return c.printJSON(res)
+	}
+	old := "the old secret is refused from now on, and a session logged in with it was closed"
+	if grace != "" {
+		if d, _ := time.ParseDuration(grace); d > 0 {
+			old = "the old secret keeps working for " + d.String()
+		}
+	}
+	fmt.Fprintf(c.out, "station %s has a new secret\nsecret: %s\n(the secret is shown only once: put it in the station's stationagent.yaml; %s)\n", esc(res.ID), esc(res.Secret), old)
+	return nil
+}
+
+// oneID runs the commands that take one id: station rm, user rm, user token
+// add, user token revoke.
+func (c *cli) oneID(ctx context.Context, cmd, id string) error {
+	cl, err := c.client(true)
+	if err != nil {
+		return err
+	}
+	var done string
+	switch cmd {
+	case "station rm":
+		err, done = cl.DeleteStation(ctx, id), "station "+id+" deleted"
+	case "user rm":
+		err, done = cl.DeleteUser(ctx, id), "user "+id+" deleted"
+	case "user token revoke":
+		err, done = cl.RevokeUserTokens(ctx, id), "every token of user "+id+" revoked"
+	case "user token add":
+		res, err := cl.AddUserToken(ctx, id)
+		if err != nil {
+			return err
+		}
+		if c.g.json {
+			return c.printJSON(res)
+		}
+		fmt.Fprintf(c.out, "user %s has a new token (%s)\ntoken: %s\n(the token is shown only once)\n", esc(res.UserID), esc(res.ID), esc(res.Token))
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if c.g.json {
+		return c.printJSON(map[string]string{"status": "ok"})
+	}
+	fmt.Fprintln(c.out, esc(done))
+	return nil
+}
+
+// esc returns s as it is when every rune is printable, else quoted with
+// strconv.Quote's escapes (\x1b, \a, \t, \u0085…), so text from the server
+// cannot move the cursor, retitle or clear the terminal, or shift a table's
+// columns.
+func esc(s string) string {
+	if !utf8.ValidString(s) {
+		return strconv.Quote(s)
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
