@@ -406,7 +406,7 @@ func (c *cli) stationRotate(ctx context.Context, id, grace string) error {
 	if c.g.json {
 		return c.printJSON(res)
 	}
-	old := "the old secret is refused from now on, and a session logged in with it was closed"
+	old := "the old secret is refused from now on, and a session logged in with it is closed"
 	if grace != "" {
 		if d, _ := time.ParseDuration(grace); d > 0 {
 			old = "the old secret keeps working for " + d.String()
