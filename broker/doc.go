@@ -7,7 +7,11 @@
 //     client id == username == a valid, provisioned station id and the
 //     SHA-256 of the password equals the stored secret hash (constant-time
 //     compare). Hashes are cached; unknown ids are cached briefly;
-//     Invalidate drops an entry after provisioning or rotation;
+//     Invalidate drops an entry after provisioning; with RotatingCredentials
+//     a rotated station's previous secret is accepted until its grace period
+//     ends; Revoke (after a rotation or a deletion) closes the live session
+//     at once when its secret is no longer valid, or when the grace period
+//     of the secret it used ends (see revoke.go);
 //   - the per-station ACL, an O(1), allocation-free check run on every
 //     publish, subscribe and delivery: a station may publish only to its own
 //     swap/v1/stations/{sid}/status|telemetry|ack and subscribe only to its
@@ -103,5 +107,6 @@
 // and after it returns no Handler method runs. SendToStation does not block
 // on the network: it queues the message for the station's connection (or its
 // persistent session) and returns. Invalidate and the accessors do not
-// block.
+// block; Revoke reads the station's credentials from the Credentials and
+// closes its session without waiting for the client.
 package broker

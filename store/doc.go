@@ -1,5 +1,7 @@
 // Package store is swapd's durable state on bbolt: provisioned stations and
-// their credential hashes, users and their token hashes, the runtime records
+// their credential hashes (with a rotated secret's predecessor during its
+// grace period), users and their token hashes (several per user; see
+// credentials.go), the runtime records
 // the bridge keeps (station state, bookings, commands; see Kind), and the
 // append-only event log with its per-station and per-user indexes.
 //
@@ -54,7 +56,8 @@
 // Open blocks up to Options.OpenTimeout for the file lock. Update blocks
 // until the caller's changes are on disk (or failed). Close waits for the
 // running commit and compaction step. View, EventsAfter, Events, Station,
-// Stations, StationSecretHash, User and UserByTokenHash read the last
+// Stations, StationSecretHash, StationSecretHashes, User, UserTokenIDs and
+// UserByTokenHash read the last
 // committed state without waiting for writers; LastSeq and FirstSeq are
 // atomic loads. An Update fn, View fn or commit listener must not call
 // Update (the committer would wait for itself).
