@@ -78,6 +78,7 @@ type station struct {
 	st       StationState
 	cmds     map[string]*commandRec // pending commands by id
 	lastSnap time.Time              // last snapshot request (throttle)
+	budget   eventBudget            // the station's event budget (budget.go)
 	// reconnected is set by StationConnected; the next tick resends every
 	// pending command.
 	reconnected atomic.Bool
@@ -106,6 +107,8 @@ type Bridge struct {
 	store *store.Store
 	cmds  CommandSender
 	log   *slog.Logger
+
+	metrics *bridgeMetrics
 
 	mu       sync.RWMutex
 	stations map[string]*station
@@ -140,11 +143,16 @@ func New(cfg Config, st *store.Store, cmds CommandSender) (*Bridge, error) {
 	if cfg.ReadySoC > 100 || cfg.MinSoH > 100 {
 		return nil, fmt.Errorf("%w: ready soc and soh floor must be ≤ 100", ErrBadRequest)
 	}
+	m, err := newBridgeMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("bridge: metrics: %w", err)
+	}
 	b := &Bridge{
-		cfg:   cfg,
-		store: st,
-		cmds:  cmds,
-		log:   cfg.Logger,
+		metrics: m,
+		cfg:     cfg,
+		store:   st,
+		cmds:    cmds,
+		log:     cfg.Logger,
 		m: machine{thresholds{
 			readySoC: cfg.ReadySoC, minSoH: cfg.MinSoH, maxTempC: cfg.MaxTempC,
 			hold: cfg.BookingHold, chargeWait: cfg.ChargeWait,
@@ -697,7 +705,7 @@ func (b *Bridge) tick(now time.Time) {
 			return
 		}
 		b.lockStation(s)
-		if !all && len(s.cmds) == 0 && !s.reconnected.Load() && !b.m.timersDue(&s.st, now, offlineAfter, b.cfg.OfflineFail) {
+		if !all && len(s.cmds) == 0 && !s.reconnected.Load() && !s.budget.invHeld && !b.m.timersDue(&s.st, now, offlineAfter, b.cfg.OfflineFail) {
 			s.mu.Unlock()
 			continue
 		}
@@ -710,6 +718,7 @@ func (b *Bridge) tick(now time.Time) {
 
 func (b *Bridge) tickStation(ctx context.Context, s *station, now time.Time) error {
 	next, eff := b.m.timers(&s.st, now, 3*b.cfg.SnapshotInterval, b.cfg.OfflineFail)
+	b.shape(s, &next, &eff, now) // publishes a held-back inventory_update
 	c := &change{next: next, eff: eff}
 	// Commands: time out or resend.
 	var resend []*commandRec

@@ -4,6 +4,8 @@ import (
 	"io"
 	"log/slog"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Config configures a Bridge. Every zero field takes the default named in its
@@ -56,6 +58,18 @@ type Config struct {
 	// commands are retried by the timer loop.
 	SendQueue int
 
+	// StationEventRate is each station's sustained budget of per-battery
+	// events (battery_added, battery_removed without a booking) and
+	// inventory_update events per second; beyond it per-battery events are
+	// coalesced into inventory_update, published at most once a second
+	// (see budget.go). 0 means 10; negative turns the budget off.
+	StationEventRate float64
+	// StationEventBurst is how many such events a station may make at
+	// once; 0 means 200.
+	StationEventBurst int
+
+	// Registerer receives the bridge's metrics; nil means not registered.
+	Registerer prometheus.Registerer
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 	// Clock returns the current time; nil means time.Now. Tests inject a
@@ -90,6 +104,12 @@ func (c Config) withDefaults() Config {
 	def(&c.CommandTimeout, 2*time.Minute)
 	def(&c.CommandKeep, 24*time.Hour)
 	def(&c.TickInterval, time.Second)
+	if c.StationEventRate == 0 {
+		c.StationEventRate = 10
+	}
+	if c.StationEventBurst <= 0 {
+		c.StationEventBurst = 200
+	}
 	if c.SendQueue <= 0 {
 		c.SendQueue = 4096
 	}

@@ -75,6 +75,9 @@ func (b *Bridge) handleTelemetry(s *station, payload []byte, done func(error)) e
 	defer s.mu.Unlock()
 	now := b.cfg.Clock()
 	next, eff := b.m.telemetry(&s.st, t, now)
+	if !eff.Ignored {
+		b.shape(s, &next, &eff, now)
+	}
 	switch {
 	case eff.Ignored:
 		// Acknowledged once what it duplicates is durable.

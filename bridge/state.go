@@ -160,6 +160,10 @@ type outEvent struct {
 	Type   string
 	UserID string
 	Fields any
+	// Churn marks a battery_removed of a battery no booking held: like
+	// battery_added, the station's event budget may coalesce it (see
+	// budget.go).
+	Churn bool
 }
 
 // bookingChange is a booking record update derived by the state machine.
@@ -339,7 +343,8 @@ func (m *machine) slot(st *StationState, i int, in *wire.Slot, eff *effects) {
 			eff.event(wire.TypeBatteryRemoved, "", wire.BatteryRemoved{StationID: st.ID, Slot: slot, BatteryID: old.BatteryID, Reason: "reserved battery removed without unlock"})
 			m.fail(st, i, "the reserved battery was removed from the station", eff)
 		default:
-			eff.event(wire.TypeBatteryRemoved, "", wire.BatteryRemoved{StationID: st.ID, Slot: slot, BatteryID: old.BatteryID, Reason: "removed without a booking"})
+			eff.Events = append(eff.Events, outEvent{Type: wire.TypeBatteryRemoved, Churn: true,
+				Fields: wire.BatteryRemoved{StationID: st.ID, Slot: slot, BatteryID: old.BatteryID, Reason: "removed without a booking"}})
 		}
 	}
 	if old.Known && cur.BatteryID != "" && cur.BatteryID != old.BatteryID {

@@ -92,6 +92,15 @@ type EventsConfig struct {
 	// flush the log (SWAPD_EVENTS_RETENTION_STATION_EVENTS; default 50000;
 	// 0: the default; negative: off).
 	RetentionStationEvents int `yaml:"retention_station_events"`
+	// StationRate is each station's sustained budget of per-battery events
+	// (battery_added, battery_removed without a booking) and
+	// inventory_update events per second; beyond it per-battery events are
+	// coalesced into inventory_update, published at most once a second
+	// (SWAPD_EVENTS_STATION_RATE; default 10; 0: the default; negative:
+	// off). StationBurst is how many it may make at once
+	// (SWAPD_EVENTS_STATION_BURST; default 200).
+	StationRate  float64 `yaml:"station_rate"`
+	StationBurst int     `yaml:"station_burst"`
 }
 
 // WebSocketConfig configures the WebSocket endpoints.
@@ -190,6 +199,7 @@ func Defaults() Config {
 		},
 		Events: EventsConfig{
 			RetentionAge: Duration(7 * 24 * time.Hour), RetentionEvents: 1_000_000, RetentionStationEvents: 50_000,
+			StationRate: 10, StationBurst: 200,
 		},
 		Limits: LimitsConfig{
 			MQTTMaxClients: 10000, HTTPRate: 100, HTTPBurst: 400,
@@ -281,6 +291,8 @@ func ApplyEnv(cfg *Config, getenv func(string) string) error {
 	dur("SWAPD_EVENTS_RETENTION_AGE", &cfg.Events.RetentionAge)
 	integer("SWAPD_EVENTS_RETENTION_EVENTS", &cfg.Events.RetentionEvents)
 	integer("SWAPD_EVENTS_RETENTION_STATION_EVENTS", &cfg.Events.RetentionStationEvents)
+	num("SWAPD_EVENTS_STATION_RATE", &cfg.Events.StationRate)
+	integer("SWAPD_EVENTS_STATION_BURST", &cfg.Events.StationBurst)
 	integer("SWAPD_MQTT_MAX_CLIENTS", &cfg.Limits.MQTTMaxClients)
 	num("SWAPD_HTTP_RATE_LIMIT", &cfg.Limits.HTTPRate)
 	integer("SWAPD_HTTP_RATE_BURST", &cfg.Limits.HTTPBurst)

@@ -121,6 +121,9 @@ func newServer(cfg Config, log *slog.Logger) (*Server, error) {
 		CommandRetry:      time.Duration(cfg.Domain.CommandRetry),
 		CommandTimeout:    time.Duration(cfg.Domain.CommandTimeout),
 		MaxActiveBookings: cfg.Domain.MaxActiveBookings,
+		StationEventRate:  cfg.Events.StationRate,
+		StationEventBurst: cfg.Events.StationBurst,
+		Registerer:        s.reg,
 		Logger:            log.With("part", "bridge"),
 	}, st, s.broker)
 	if err != nil {
