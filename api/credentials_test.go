@@ -2,6 +2,8 @@ package api_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -311,5 +313,129 @@ func TestDeleteUserRoute(t *testing.T) {
 	// The id can be used again.
 	if a := call(t, "POST", base+"/api/admin/users", credsAdmin, `{"id":"dana"}`); a.status != http.StatusCreated {
 		t.Errorf("re-create: %d %s", a.status, a.raw)
+	}
+}
+
+// onlineStation provisions st-1 with two ready batteries, logs it in,
+// reports them and returns the commands it receives.
+func onlineStation(t *testing.T, base, mq string) chan map[string]any {
+	t.Helper()
+	secret := provision(t, base, "st-1")
+	c, _ := mustLogin(t, mq, "st-1", secret)
+	cmds := make(chan map[string]any, 16)
+	tok := c.Subscribe("swap/v1/stations/st-1/cmd", 1, func(_ paho.Client, m paho.Message) {
+		var cmd map[string]any
+		if json.Unmarshal(m.Payload(), &cmd) == nil {
+			select {
+			case cmds <- cmd:
+			default:
+			}
+		}
+	})
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	alive(t, c, "st-1", "status")
+	slot := func(n int, bat string) string {
+		return fmt.Sprintf(`{"slot":%d,"battery_id":%q,"soc":95,"soh":98,"temp_c":25,"voltage_v":52,"charging":false,"door":"closed","locked":true,"fault":""}`, n, bat)
+	}
+	tele := fmt.Sprintf(`{"boot_id":"b1","seq":1,"ts":"%s","full":true,"slots":[%s,%s,%s,%s]}`,
+		time.Now().UTC().Format(time.RFC3339), slot(1, "B-1"), slot(2, "B-2"),
+		`{"slot":3,"battery_id":null,"door":"closed","locked":true}`, `{"slot":4,"battery_id":null,"door":"closed","locked":true}`)
+	pt := c.Publish("swap/v1/stations/st-1/telemetry", 1, false, tele)
+	if !pt.WaitTimeout(10*time.Second) || pt.Error() != nil {
+		t.Fatalf("telemetry: %v", pt.Error())
+	}
+	return cmds
+}
+
+func nextCmd(t *testing.T, cmds chan map[string]any, action string) map[string]any {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case c := <-cmds:
+			if c["action"] == action {
+				return c
+			}
+		case <-deadline:
+			t.Fatalf("no %s command", action)
+			return nil
+		}
+	}
+}
+
+func book(t *testing.T, base, tok string) string {
+	t.Helper()
+	a := call(t, "POST", base+"/api/bookings", tok, `{"station_id":"st-1"}`)
+	if a.status != http.StatusCreated {
+		t.Fatalf("book: %d %s", a.status, a.raw)
+	}
+	return a.body["id"].(string)
+}
+
+func booked(t *testing.T, base string) float64 {
+	t.Helper()
+	a := call(t, "GET", base+"/api/stations/st-1", "", "")
+	n, _ := a.body["booked_batteries"].(float64)
+	return n
+}
+
+// Deleting a user cancels its active bookings through the normal path: the
+// station is told to release the slot and the battery is bookable again.
+func TestDeleteUserCancelsBookings(t *testing.T) {
+	base, mq := credsServer(t)
+	cmds := onlineStation(t, base, mq)
+	u := call(t, "POST", base+"/api/admin/users", credsAdmin, `{"id":"dana"}`)
+	id := book(t, base, u.body["token"].(string))
+	nextCmd(t, cmds, "reserve")
+	if n := booked(t, base); n != 1 {
+		t.Fatalf("booked %v, want 1", n)
+	}
+	if a := call(t, "DELETE", base+"/api/admin/users/dana", credsAdmin, ""); a.status != http.StatusNoContent {
+		t.Fatalf("delete user: %d %s", a.status, a.raw)
+	}
+	if rel := nextCmd(t, cmds, "release"); rel["booking_id"] != id {
+		t.Errorf("release %v, want booking %s", rel, id)
+	}
+	if n := booked(t, base); n != 0 {
+		t.Errorf("booked %v after the delete, want 0", n)
+	}
+}
+
+// Deleting a station fails its active bookings, and each user is told on
+// its notifications WebSocket.
+func TestDeleteStationNotifiesUsers(t *testing.T) {
+	base, mq := credsServer(t)
+	cmds := onlineStation(t, base, mq)
+	u := call(t, "POST", base+"/api/admin/users", credsAdmin, `{"id":"dana"}`)
+	tok := u.body["token"].(string)
+	ws, _, err := dialNotifications(t, base, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := book(t, base, tok)
+	nextCmd(t, cmds, "reserve")
+	if a := call(t, "DELETE", base+"/api/admin/stations/st-1", credsAdmin, ""); a.status != http.StatusNoContent {
+		t.Fatalf("delete station: %d %s", a.status, a.raw)
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		_, data, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatalf("no notification of the failed booking: %v", err)
+		}
+		var m map[string]any
+		if json.Unmarshal(data, &m) == nil && m["type"] == "notification" && m["booking_id"] == id {
+			if m["level"] != "warning" {
+				t.Errorf("notification %s, want level warning", data)
+			}
+			break
+		}
+	}
+	a := call(t, "GET", base+"/api/bookings", tok, "")
+	bks, _ := a.body["bookings"].([]any)
+	if len(bks) != 1 || bks[0].(map[string]any)["status"] != "failed" {
+		t.Errorf("bookings after the station's delete: %s", a.raw)
 	}
 }
