@@ -15,7 +15,9 @@
 //   - The MQTT session: a fresh paho client per connection (client id =
 //     username = station id, CleanSession=false, QoS 1, retained status with
 //     a retained Will carrying the same boot_id). Between attempts it waits
-//     a jittered exponential backoff (Config.ReconnectMin..ReconnectMax).
+//     a jittered exponential backoff (Config.ReconnectMin..ReconnectMax);
+//     while the server refuses the credentials it logs once what to check
+//     and retries every ReconnectMax (jittered).
 //   - Telemetry: every message gets (boot_id, seq) and is written to the
 //     outbox before it is published; records are published in order and
 //     deleted only when their PUBACK arrives; after a reconnect everything

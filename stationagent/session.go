@@ -11,6 +11,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/swapbridge/swapbridge/wire"
 )
@@ -25,8 +26,13 @@ var errConnLost = errors.New("connection lost")
 // exponential backoff between attempts. Each session uses a fresh paho
 // client with AutoReconnect off, so the outbox is the only source of
 // retransmissions.
+//
+// While the server refuses the station's credentials, the agent says once
+// what to check and retries slowly (every ReconnectMax, jittered), since
+// only a changed secret or a provisioned station can end the refusal.
 func (a *Agent) connLoop(ctx context.Context) {
 	attempt := 0
+	hinted := false
 	for {
 		wasUp, err := a.session(ctx)
 		if ctx.Err() != nil {
@@ -34,9 +40,18 @@ func (a *Agent) connLoop(ctx context.Context) {
 		}
 		if wasUp {
 			attempt = 0
+			hinted = false
 		}
 		attempt++
 		d := backoff(a.cfg.ReconnectMin, a.cfg.ReconnectMax, attempt)
+		if credentialsRefused(err) {
+			d = backoff(a.cfg.ReconnectMax, a.cfg.ReconnectMax, 1)
+			if !hinted {
+				hinted = true
+				a.log.Error("mqtt credentials refused", "err", err,
+					"hint", credentialsHint, "station_id", a.cfg.StationID, "server", a.cfg.Server, "retry_every", a.cfg.ReconnectMax)
+			}
+		}
 		a.setConn(false, err)
 		a.log.Warn("mqtt disconnected", "err", err, "retry_in", d.Round(time.Millisecond))
 		t := time.NewTimer(d)
@@ -47,6 +62,20 @@ func (a *Agent) connLoop(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// credentialsHint says what to check when the server refuses a station's
+// CONNECT.
+const credentialsHint = "check that station_id is the id the station was provisioned with (it is the MQTT client id and username), " +
+	"that secret is the one printed by swapctl station add or by the latest swapctl station rotate, " +
+	"and that server is this network's swapd; retrying every reconnect_max until then"
+
+// credentialsRefused reports whether a connect failed because the server
+// refused the station's client id, username or password.
+func credentialsRefused(err error) bool {
+	return errors.Is(err, packets.ErrorRefusedNotAuthorised) ||
+		errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) ||
+		errors.Is(err, packets.ErrorRefusedIDRejected)
 }
 
 // backoff is an exponential delay (min·2^(attempt-1), at most max) with
