@@ -67,12 +67,28 @@
 //     emits battery_collected when its booking had been unlocked (the booking
 //     turns collected); otherwise battery_removed (wire.TypeBatteryRemoved,
 //     an operator alert, with a reason) and a booking on it fails.
+//   - Strings a station reports (battery_id, fault, boot_id, an ack's
+//     error) must not contain control characters (wire.HasControl): they
+//     reach terminals and users' notifications. Such a message is a bad
+//     payload (wire.ErrBadPayload) and changes nothing.
+//   - Event budget (budget.go): each station's per-battery events
+//     (battery_added, battery_removed without a booking) and
+//     inventory_update draw from a token bucket (Config.StationEventRate,
+//     StationEventBurst); beyond it per-battery events are dropped and
+//     counted, coalesced into inventory_update, which is then published at
+//     most once a second. Booking events and station_status always go out.
 //   - Inventory counts (see thresholds.inventory): faulted slots, booked
 //     batteries (active reservation), empty slots, available (swappable)
 //     batteries, and charging_batteries for every other battery. The station
 //     status is maintenance, offline, faulted (every slot faulted) or online.
 //
 // # Bookings
+//
+// A user holds at most Config.MaxActiveBookings active (pending, confirmed
+// or ready) bookings over all stations (limits.go): Book reserves a place
+// in the user's set before its commit, under one mutex shared by every
+// station, and a commit that ends a booking gives the place back; Start
+// rebuilds the sets from the stations' reservations.
 //
 // Book picks the battery and stores the booking (pending), the reservation,
 // a reserve command and battery_booked in one commit: battery_booked is
