@@ -72,7 +72,8 @@ type Config struct {
 	HeapProfile string
 
 	// noPublishLimit turns off the embedded swapd's per-station publish
-	// rate limit (benchmarks push one station as fast as it goes).
+	// rate limit and event budget (benchmarks push one station as fast as
+	// it goes and wait for each step's inventory_update).
 	noPublishLimit bool
 
 	// Progress receives a one-line status every second ("\r"-updated);

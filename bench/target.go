@@ -92,6 +92,7 @@ func startEmbedded(ctx context.Context, cfg *Config, hc *http.Client) (*target, 
 	sc.Limits.MQTTMaxClients = 2 * max(cfg.Stations, 10000)
 	if cfg.noPublishLimit {
 		sc.Limits.MQTTPublishRate = -1
+		sc.Events.StationRate = -1 // every step's inventory_update is measured
 	}
 	srv, err := server.New(sc, nil)
 	if err != nil {
