@@ -13,6 +13,7 @@
 //	user token revoke ID
 //	user rm ID
 //	notify USER_ID --title T --message M [--level info|warning|error]
+//	watch [--station ID | --notifications] [--since N] [--token USER_TOKEN]
 //
 // The server URL comes from --server, else SWAPCTL_SERVER, else
 // http://localhost:8000; the admin token from --token, else SWAPCTL_TOKEN,
@@ -75,6 +76,8 @@ commands:
   user token revoke ID                   revoke every token of the user
   user rm ID                             delete a user (tokens revoked, bookings cancelled)
   notify USER_ID --title TITLE --message TEXT [--level info|warning|error]
+  watch [--station ID | --notifications] [--since N] [--token USER_TOKEN]
+                                         print WebSocket frames, one JSON per line
 
 environment: SWAPCTL_SERVER (default http://localhost:8000), SWAPCTL_TOKEN
 (default: the contents of ./data/admin.token)`
@@ -222,6 +225,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return fmt.Errorf("%w: notify USER_ID --title T --message M", errUsage)
 		}
 		return c.notify(ctx, pos[0], wire.Notification{Title: *title, Message: *msg, Level: *level})
+	case "watch":
+		return watchCmd(ctx, fs, g, rest, stdout)
 	case "help":
 		fmt.Fprintln(stdout, usage)
 		return nil
