@@ -80,6 +80,7 @@ type env struct {
 	t     testing.TB
 	dir   string
 	cfg   Config
+	sopts store.Options // the store's options at the next open
 	clock *fakeClock
 	sink  *sink
 	st    *store.Store
@@ -106,7 +107,7 @@ func newEnv(t testing.TB, slots int) *env {
 
 func (e *env) open() {
 	e.t.Helper()
-	st, err := store.Open(filepath.Join(e.dir, "swapd.db"), store.Options{})
+	st, err := store.Open(filepath.Join(e.dir, "swapd.db"), e.sopts)
 	if err != nil {
 		e.t.Fatal(err)
 	}

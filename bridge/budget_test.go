@@ -3,7 +3,9 @@ package bridge
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -210,5 +212,65 @@ func TestStationEventBudgetOff(t *testing.T) {
 	evs, _ := e.st.EventsAfter(store.Channel{Kind: store.OneStation, ID: "S1"}, mark, 0)
 	if c := countTypes(evs); c[wire.TypeBatteryAdded] != 3*128 || c[wire.TypeBatteryRemoved] != 2*128 {
 		t.Fatalf("events %v", c)
+	}
+}
+
+// The two defences against one station flooding the log, end to end from
+// the bridge: with the event budget, a 256-slot station churning battery
+// ids at 50 messages/s writes a few hundred events; with the budget off,
+// its 50,000 events are cut back to the station's own retention cap
+// (scaled down here: 10,000 events in all, 5,000 per station), and a quiet
+// user's notification written before the flood is still there to resume.
+func TestFloodLeavesQuietUsersNotification(t *testing.T) {
+	const slots, messages = 256, 100
+	for _, budget := range []bool{true, false} {
+		t.Run(fmt.Sprintf("budget=%v", budget), func(t *testing.T) {
+			e := newEnv(t, 0)
+			e.sopts = store.Options{Retention: store.Retention{MaxAge: -1, MaxEvents: 10_000, MaxStationEvents: 5_000}}
+			if !budget {
+				e.cfg.StationEventRate = -1
+			}
+			e.reopen()
+			ctx := context.Background()
+			if err := e.st.CreateUser(ctx, store.User{ID: "quiet", TokenHash: sha256.Sum256([]byte("quiet-token"))}); err != nil {
+				t.Fatal(err)
+			}
+			e.addStation("F", slots)
+			e.online("F", slots, 0)
+			if err := e.b.Notify(ctx, "quiet", wire.Notification{Title: "Welcome", Message: "your first swap is free"}); err != nil {
+				t.Fatal(err)
+			}
+			note := e.st.LastSeq()
+			for i := range messages {
+				e.clock.Advance(20 * time.Millisecond)
+				p, _ := json.Marshal(churn(uint64(i+2), slots, i, ""))
+				if err := e.b.HandlePublish("F", wire.KindTelemetry, p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			written := e.st.LastSeq() - note
+			removed, err := e.st.Compact(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := e.st.EventsAfter(store.Channel{Kind: store.OneUser, ID: "quiet"}, note-1, 0)
+			if err != nil || len(got) != 1 || got[0].Seq != note {
+				t.Fatalf("the quiet user's notification after the flood: %v, %v", len(got), err)
+			}
+			fromF := e.st.FirstSeqOf(store.Channel{Kind: store.OneStation, ID: "F"})
+			t.Logf("budget %v: %d messages made %d events; compaction removed %d; F's channel complete from seq %d of %d; the notification (seq %d) resumes",
+				budget, messages, written, removed, fromF, e.st.LastSeq(), note)
+			if budget && written > 300 {
+				t.Fatalf("%d events written with the budget", written)
+			}
+			if !budget {
+				if written < 50_000 || removed == 0 {
+					t.Fatalf("without the budget %d events written, %d removed: no flood", written, removed)
+				}
+				if _, err := e.st.EventsAfter(store.Channel{Kind: store.OneStation, ID: "F"}, note, 0); !errors.Is(err, store.ErrCompacted) {
+					t.Fatalf("F resuming from before its cut: %v, want ErrCompacted", err)
+				}
+			}
+		})
 	}
 }
