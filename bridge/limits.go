@@ -127,13 +127,6 @@ func (a *activeBookings) drop(id string) {
 	}
 }
 
-// count returns how many active bookings uid holds.
-func (a *activeBookings) count(uid string) int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return len(a.users[uid])
-}
-
 func activeStatus(status string) bool {
 	switch status {
 	case wire.BookingStatusPending, wire.BookingStatusConfirmed, wire.BookingStatusReady:
