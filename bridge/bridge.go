@@ -719,6 +719,9 @@ func (b *Bridge) tick(now time.Time) {
 func (b *Bridge) tickStation(ctx context.Context, s *station, now time.Time) error {
 	next, eff := b.m.timers(&s.st, now, 3*b.cfg.SnapshotInterval, b.cfg.OfflineFail)
 	b.shape(s, &next, &eff, now) // publishes a held-back inventory_update
+	if s.budget.invHeld && next.Inv == b.m.inventory(&next) {
+		s.budget.invHeld = false // published meanwhile (by a booking, say)
+	}
 	c := &change{next: next, eff: eff}
 	// Commands: time out or resend.
 	var resend []*commandRec

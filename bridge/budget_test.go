@@ -172,6 +172,13 @@ func TestStationEventBudget(t *testing.T) {
 	if last.Inventory != v.Inventory || last.FaultedSlots != slots {
 		t.Fatalf("last inventory_update %+v, station %+v", last.Inventory, v.Inventory)
 	}
+	s, _ := e.b.station("S1")
+	e.b.lockStation(s)
+	held := s.budget.invHeld
+	s.mu.Unlock()
+	if held {
+		t.Fatal("the station still has an inventory_update held back after the tick")
+	}
 
 	// Quiet for a while: the bucket refills, the episode ends, and a single
 	// churning message is published in full again.
