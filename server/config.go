@@ -139,11 +139,22 @@ type LimitsConfig struct {
 	// send at once (SWAPD_MQTT_PUBLISH_BURST; default 200).
 	MQTTPublishRate  float64 `yaml:"mqtt_publish_rate"`
 	MQTTPublishBurst int     `yaml:"mqtt_publish_burst"`
-	// MQTTAuthFailures failed CONNECTs from one address within a minute
-	// block that address for MQTTAuthBlock (SWAPD_MQTT_AUTH_FAILURES,
-	// default 10, negative turns it off; SWAPD_MQTT_AUTH_BLOCK, default 5m).
-	MQTTAuthFailures int      `yaml:"mqtt_auth_failures"`
-	MQTTAuthBlock    Duration `yaml:"mqtt_auth_block"`
+	// MQTTAuthFailures failed CONNECTs of one client id from one address
+	// within a minute block that client id from that address for
+	// MQTTAuthBlock; other stations behind the same address are not
+	// affected (SWAPD_MQTT_AUTH_FAILURES, default 10, negative turns it
+	// off; SWAPD_MQTT_AUTH_BLOCK, default 5m). MQTTAuthHostFailures failed
+	// CONNECTs from one address within a minute, whatever the ids, slow
+	// every further failure from it to 1 s for MQTTAuthBlock; correct
+	// credentials are not affected (SWAPD_MQTT_AUTH_HOST_FAILURES, default
+	// 100, negative turns it off).
+	MQTTAuthFailures     int      `yaml:"mqtt_auth_failures"`
+	MQTTAuthBlock        Duration `yaml:"mqtt_auth_block"`
+	MQTTAuthHostFailures int      `yaml:"mqtt_auth_host_failures"`
+	// MQTTWriteTimeout bounds every write to an MQTT client: a client that
+	// does not read for this long is disconnected (SWAPD_MQTT_WRITE_TIMEOUT;
+	// default 10s).
+	MQTTWriteTimeout Duration `yaml:"mqtt_write_timeout"`
 	// MQTTPipeline is how many QoS 1 publishes of one station are
 	// processed at once: the broker reads on while earlier ones are being
 	// committed and acknowledges each in order once it is durable
@@ -204,6 +215,7 @@ func Defaults() Config {
 		Limits: LimitsConfig{
 			MQTTMaxClients: 10000, HTTPRate: 100, HTTPBurst: 400,
 			MQTTPublishRate: 50, MQTTPublishBurst: 200, MQTTAuthFailures: 10, MQTTAuthBlock: Duration(5 * time.Minute),
+			MQTTAuthHostFailures: 100, MQTTWriteTimeout: Duration(10 * time.Second),
 		},
 		Demo: DemoConfig{Stations: 6},
 	}
@@ -300,6 +312,8 @@ func ApplyEnv(cfg *Config, getenv func(string) string) error {
 	integer("SWAPD_MQTT_PUBLISH_BURST", &cfg.Limits.MQTTPublishBurst)
 	integer("SWAPD_MQTT_AUTH_FAILURES", &cfg.Limits.MQTTAuthFailures)
 	dur("SWAPD_MQTT_AUTH_BLOCK", &cfg.Limits.MQTTAuthBlock)
+	integer("SWAPD_MQTT_AUTH_HOST_FAILURES", &cfg.Limits.MQTTAuthHostFailures)
+	dur("SWAPD_MQTT_WRITE_TIMEOUT", &cfg.Limits.MQTTWriteTimeout)
 	integer("SWAPD_MQTT_PIPELINE", &cfg.Limits.MQTTPipeline)
 	integer("SWAPD_WS_MAX_REPLAY", &cfg.WebSocket.MaxReplay)
 	if v := getenv("SWAPD_CORS_ORIGINS"); v != "" {
@@ -434,8 +448,8 @@ func (c *Config) Validate() error {
 	if d.ChargeWait < 0 || d.OfflineFail < 0 || d.CommandRetry < 0 || d.CommandTimeout < 0 {
 		errs = append(errs, errors.New("domain.charge_wait, offline_fail, command_retry and command_timeout must not be negative (0: default)"))
 	}
-	if l := c.Limits; l.MQTTMaxClients < 0 || l.HTTPBurst < 0 || l.MQTTPublishBurst < 0 || l.MQTTAuthBlock < 0 {
-		errs = append(errs, errors.New("limits.mqtt_max_clients, http_burst, mqtt_publish_burst and mqtt_auth_block must not be negative (0: default)"))
+	if l := c.Limits; l.MQTTMaxClients < 0 || l.HTTPBurst < 0 || l.MQTTPublishBurst < 0 || l.MQTTAuthBlock < 0 || l.MQTTWriteTimeout < 0 {
+		errs = append(errs, errors.New("limits.mqtt_max_clients, http_burst, mqtt_publish_burst, mqtt_auth_block and mqtt_write_timeout must not be negative (0: default)"))
 	}
 	if c.Demo.Enabled && (c.Demo.Stations < 1 || c.Demo.Stations > 200) {
 		errs = append(errs, errors.New("demo.stations must be from 1 to 200"))

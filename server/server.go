@@ -93,19 +93,21 @@ func newServer(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.broker, err = broker.New(broker.Config{
-		Addr:          cfg.MQTTAddr,
-		TLSAddr:       cfg.MQTTTLS.Addr,
-		CertFile:      cfg.MQTTTLS.CertFile,
-		KeyFile:       cfg.MQTTTLS.KeyFile,
-		MaxClients:    cfg.Limits.MQTTMaxClients,
-		PublishRate:   cfg.Limits.MQTTPublishRate,
-		PublishBurst:  cfg.Limits.MQTTPublishBurst,
-		AuthFailures:  cfg.Limits.MQTTAuthFailures,
-		AuthBlock:     time.Duration(cfg.Limits.MQTTAuthBlock),
-		PipelineDepth: cfg.Limits.MQTTPipeline,
-		NotFound:      store.ErrNotFound,
-		Registerer:    s.reg,
-		Logger:        log.With("part", "broker"),
+		Addr:             cfg.MQTTAddr,
+		TLSAddr:          cfg.MQTTTLS.Addr,
+		CertFile:         cfg.MQTTTLS.CertFile,
+		KeyFile:          cfg.MQTTTLS.KeyFile,
+		MaxClients:       cfg.Limits.MQTTMaxClients,
+		PublishRate:      cfg.Limits.MQTTPublishRate,
+		PublishBurst:     cfg.Limits.MQTTPublishBurst,
+		AuthFailures:     cfg.Limits.MQTTAuthFailures,
+		AuthBlock:        time.Duration(cfg.Limits.MQTTAuthBlock),
+		AuthHostFailures: cfg.Limits.MQTTAuthHostFailures,
+		WriteTimeout:     time.Duration(cfg.Limits.MQTTWriteTimeout),
+		PipelineDepth:    cfg.Limits.MQTTPipeline,
+		NotFound:         store.ErrNotFound,
+		Registerer:       s.reg,
+		Logger:           log.With("part", "broker"),
 	}, st)
 	if err != nil {
 		return fail(err)
