@@ -21,11 +21,26 @@
 //   - finite limits: packet size (64 KiB payload plus header room), inbound
 //     and outbound QoS windows, pending writes per client, keepalive, session
 //     and message expiry, connection count and a deadline for the CONNECT;
-//   - abuse limits: failed CONNECTs from one remote address are answered
-//     more and more slowly and, past Config.AuthFailures within a window,
-//     every CONNECT from that address is refused for a while
-//     (too_many_failures); each station's publishes are held to
+//   - abuse limits: failed CONNECTs of one client id from one remote
+//     address are answered more and more slowly and, past
+//     Config.AuthFailures within a window, every CONNECT of that id from
+//     that address is refused for a while (too_many_failures); other ids
+//     behind the same address (a NAT, a load balancer) are not affected.
+//     Past Config.AuthHostFailures failures of an address, whatever the
+//     ids, each further failure from it is answered 1s late; correct
+//     credentials are never refused or slowed for it. Each station's
+//     publishes (MQTT 5 publishes refused by the ACL included) are held to
 //     Config.PublishRate by making them wait their turn;
+//   - slow clients: every write to a client has a deadline
+//     (Config.WriteTimeout); a client that does not read for that long is
+//     disconnected. Acks never carry the user properties of the packet
+//     they acknowledge;
+//   - the log: mochi's lines and the broker's own go through a handler
+//     that never lets a packet, a payload, a password or a byte slice
+//     through (strings are cut to 128 bytes, error texts to 256), demotes
+//     mochi's per-packet warnings to debug, and logs at most 10 warnings
+//     about one client per minute (then one "log lines suppressed" line
+//     with their count);
 //   - Prometheus counters for refused connects (by reason), denied
 //     publishes and subscribes, oversized packets and handler failures, and a
 //     gauge of connected stations.
@@ -80,9 +95,16 @@
 //
 // StationConnected and StationDisconnected are called in order per station
 // (under a per-station lock) and must not block. When a station reconnects
-// while its old connection is still open (or is being closed), the old
-// session's Will and end are reported before the new session is up, or not
-// at all; the last call for a station always reflects its live session.
+// while its old connection is still open (a takeover), the old connection
+// is closed before the new one gets its CONNACK (MQTT 5: without a
+// DISCONNECT 0x8E, which a client that stopped reading could hold up), and
+// its end is not an offline: its Will does not reach the Handler and no
+// StationDisconnected is reported for it; the new session is reported up.
+// (mochi still publishes and retains that Will as plain MQTT; no client may
+// subscribe to a station's status.) Only if the new connection ends before
+// it is up is the StationDisconnected reported, by it. A connection that
+// ended by itself before the new one arrived is reported as usual. The
+// last call for a station always reflects its live session.
 //
 // # Refusals
 //
@@ -98,10 +120,14 @@
 //
 // Start binds the listeners and returns; connections are served in the
 // background. The abuse limits block only the connection concerned: a
-// refused CONNECT may be held back up to 1s, and a station's publish may
-// wait up to Config.PublishWait for its turn; Close ends those waits. Close
-// stops the listeners, disconnects every client and waits for all connection
-// goroutines, including running Handler calls, and for the goroutines
+// refused CONNECT may be held back up to 1s, and a station's publish waits
+// for its turn (at most 1/Config.PublishRate, as a connection's publishes
+// are read one at a time; a turn further than Config.PublishWait away
+// closes the connection instead); Close ends those waits. A write to a
+// client blocks its writer at most Config.WriteTimeout. Close stops the
+// listeners, disconnects every client (no write to a client lasts more than
+// 1s past the start of Close; then the sockets are closed, whatever the
+// clients do) and waits for all connection goroutines, including running Handler calls, and for the goroutines
 // writing pipelined PUBACKs (a done reported after Close writes nothing);
 // once Close has begun no further Will or StationDisconnected is reported,
 // and after it returns no Handler method runs. SendToStation does not block

@@ -2,6 +2,7 @@ package reliability
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -13,11 +14,13 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/swapbridge/swapbridge/client"
+	"github.com/swapbridge/swapbridge/internal/mqtttest"
 	"github.com/swapbridge/swapbridge/wire"
 )
 
 // TestSecretsNeverLogged runs swapd at debug level through provisioning,
-// station logins with a wrong and the right secret, user calls with the
+// station logins with a wrong and the right secret, a second CONNECT (with
+// the secret) on a live connection, user calls with the
 // token in the header and in the query, and a WebSocket with ?token=; the
 // captured log must contain none of the secrets or tokens (the generated
 // admin token included: only its file's path is logged).
@@ -45,6 +48,19 @@ func TestSecretsNeverLogged(t *testing.T) {
 	if _, err := dialStation(p.mqtt, "LOG-1", wrong, nil); err == nil {
 		t.Error("wrong secret accepted")
 	}
+	// A second CONNECT on a live connection: mochi refuses it and logs the
+	// packet, password included, unless the broker's log handler drops it.
+	c, code, err := mqtttest.Connect(p.mqtt, "LOG-1", secrets["LOG-1"], mqtttest.V311, 15*time.Second)
+	if err != nil || code != 0 {
+		t.Fatalf("station login: code %#x, %v", code, err)
+	}
+	if err := c.Write(mqtttest.ConnectPacket("LOG-1", secrets["LOG-1"])); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ReadUntilClosed(); !mqtttest.Closed(err) {
+		t.Errorf("a second CONNECT: connection not closed (%v)", err)
+	}
+	c.Close()
 	st := startAckingStation(t, p.mqtt, "LOG-1", secrets["LOG-1"], "boot-log", 1, 4, true)
 	user := client.New(p.http, u.Token)
 	waitAvailable(t, user, "LOG-1", 4)
@@ -85,6 +101,9 @@ func TestSecretsNeverLogged(t *testing.T) {
 	}
 	for name, secret := range map[string]string{
 		"admin token": adminTok, "station secret": secrets["LOG-1"], "wrong secret": wrong, "user token": u.Token,
+		// A logged packet's []byte password is base64 in JSON.
+		"station secret (base64)": base64.StdEncoding.EncodeToString([]byte(secrets["LOG-1"])),
+		"wrong secret (base64)":   base64.StdEncoding.EncodeToString([]byte(wrong)),
 	} {
 		if strings.Contains(out, secret) {
 			for _, l := range strings.Split(out, "\n") {
