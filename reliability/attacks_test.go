@@ -296,6 +296,66 @@ func TestAttacks(t *testing.T) {
 			want: "recovered:false",
 		},
 		{
+			name: "battery-id churn: a 64-slot station swaps every battery id in 60 messages",
+			run: func(t *testing.T, l *attackLab) string {
+				sec := provision(t, l.admin, 64, "A-FLOOD")
+				l.secrets["A-FLOOD"] = sec["A-FLOOD"]
+				// A quiet user's notification, from before the flood.
+				if err := l.admin.Notify(ctx, victim.ID, wire.Notification{Title: "before", Message: "the flood", Level: "info"}); err != nil {
+					return err.Error()
+				}
+				c := l.connect(t, "A-FLOOD", mqtttest.V311)
+				start := l.srv.Store().LastSeq()
+				for i := range 60 {
+					tel := wire.Telemetry{BootID: "boot-flood", Seq: uint64(i + 1), TS: time.Now().UTC(), Full: true}
+					for sl := 1; sl <= 64; sl++ {
+						tel.Slots = append(tel.Slots, wire.Slot{Slot: sl, BatteryID: ptr(fmt.Sprintf("F-%d-%d", i, sl)), SoC: 50, SoH: 95, TempC: 25, Door: wire.DoorClosed, Locked: true})
+					}
+					b, _ := json.Marshal(tel)
+					c.Publish(wire.Topic("A-FLOOD", wire.KindTelemetry), 1, uint16(i+1), b, false, nil)
+					if pk, err := c.Read(); err != nil || pk.ReasonCode != 0 {
+						return fmt.Sprintf("message %d: %v reason %#x", i+1, err, pk.ReasonCode)
+					}
+				}
+				written := l.srv.Store().LastSeq() - start
+				t.Logf("events written by 60 churning messages of 64 slots (7,680 without the budget): %d", written)
+				var page struct {
+					Events []json.RawMessage `json:"events"`
+				}
+				if err := client.New(l.http, victim.Token).Do(ctx, "GET", "/api/events?since=0&limit=1000", nil, &page); err != nil {
+					return err.Error()
+				}
+				kept := 0
+				for _, e := range page.Events {
+					if strings.Contains(string(e), `"title":"before"`) {
+						kept++
+					}
+				}
+				return fmt.Sprintf("within the budget: %v; the quiet user's notification kept: %d", written <= 400, kept)
+			},
+			want:    "within the budget: true; the quiet user's notification kept: 1",
+			changes: true,
+		},
+		{
+			name: "wrong user tokens, five in a row from one address",
+			run: func(t *testing.T, l *attackLab) string {
+				var last time.Duration
+				codes := []string{}
+				for i := range 5 {
+					start := time.Now()
+					err := client.New(l.http, fmt.Sprintf("guess-%d-0123456789abcdef", i)).Do(ctx, "GET", "/api/bookings", nil, nil)
+					last = time.Since(start)
+					var ce *client.Error
+					if errors.As(err, &ce) {
+						codes = append(codes, fmt.Sprint(ce.Status))
+					}
+				}
+				// A lower bound only: a slow machine makes it longer, never shorter.
+				return fmt.Sprintf("%s; the fifth held at least 500 ms: %v", strings.Join(codes, ","), last >= 500*time.Millisecond)
+			},
+			want: "401,401,401,401,401; the fifth held at least 500 ms: true",
+		},
+		{
 			name: "40 concurrent bookings by one rider",
 			run: func(t *testing.T, l *attackLab) string {
 				rc := client.New(l.http, rider.Token)
@@ -384,9 +444,14 @@ func TestAttacks(t *testing.T) {
 					c.Close()
 				}
 				_, err = l.admin.Station(ctx, "A-DEL")
-				return fmt.Sprintf("%s; CONNACK %#x; GET station: %v", out, code, client.IsCode(err, "not_found"))
+				var ce *client.Error
+				status := 0
+				if errors.As(err, &ce) {
+					status = ce.Status
+				}
+				return fmt.Sprintf("%s; CONNACK %#x; GET station: %d", out, code, status)
 			},
-			want:    "live session closed; CONNACK 0x5; GET station: true",
+			want:    "live session closed; CONNACK 0x5; GET station: 404",
 			changes: true,
 		},
 		{
