@@ -139,7 +139,7 @@ func Doctor(ctx context.Context, cfg Config) []Check {
 			add("credentials", CheckOK, "CONNECT accepted for "+cfg.StationID, "")
 		default:
 			add("credentials", CheckFail, "CONNECT refused: "+packets.ConnackReturnCodes[rc],
-				"check station_id and secret; an operator can re-provision with: swapctl station add")
+				"check station_id and secret; an operator can issue a new secret with: swapctl station rotate "+cfg.StationID)
 		}
 	}
 
