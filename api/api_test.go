@@ -122,6 +122,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"bad station id", "POST", "/api/admin/stations", adminToken, `{"id":"../etc","slots":4}`, 400, "invalid_field"},
 		{"reserved station id", "POST", "/api/admin/stations", adminToken, `{"id":"inline","slots":4}`, 400, "invalid_field"},
 		{"zero slots", "POST", "/api/admin/stations", adminToken, `{"id":"s2","slots":0}`, 400, "invalid_field"},
+		{"control characters in a name", "POST", "/api/admin/stations", adminToken, `{"id":"s2","slots":4,"name":"\u001b[2J\u001b]0;OWNED\u0007"}`, 400, "invalid_field"},
 		{"negative slots", "POST", "/api/admin/stations", adminToken, `{"id":"s2","slots":-3}`, 400, "invalid_field"},
 		{"huge slots", "POST", "/api/admin/stations", adminToken, `{"id":"s2","slots":1e12}`, 400, "invalid_field"},
 		{"bad lat", "POST", "/api/admin/stations", adminToken, `{"id":"s2","slots":4,"lat":91}`, 400, "invalid_field"},

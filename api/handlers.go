@@ -278,6 +278,9 @@ func (a *API) createStation(w http.ResponseWriter, r *http.Request) {
 	case len(req.Name) > 200:
 		a.fail(w, r, errorf(http.StatusBadRequest, "invalid_field", "name must be at most 200 bytes"))
 		return
+	case wire.HasControl(req.Name):
+		a.fail(w, r, errorf(http.StatusBadRequest, "invalid_field", "name must not contain control characters"))
+		return
 	case math.IsNaN(req.Lat) || req.Lat < -90 || req.Lat > 90 || math.IsNaN(req.Lon) || req.Lon < -180 || req.Lon > 180:
 		a.fail(w, r, errorf(http.StatusBadRequest, "invalid_field", "lat must be within ±90 and lon within ±180"))
 		return
