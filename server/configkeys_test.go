@@ -61,15 +61,3 @@ func TestUnknownConfigKeys(t *testing.T) {
 		})
 	}
 }
-
-func TestNearestKey(t *testing.T) {
-	known := []string{"data_dir", "mqtt_addr", "http_addr", "admin_token"}
-	for key, want := range map[string]string{
-		"http_adr": "http_addr", "mqtt_addr ": "mqtt_addr", "admintoken": "admin_token",
-		"DATA_DIR": "", "x": "", "ssl": "",
-	} {
-		if got := nearest(key, known); got != want {
-			t.Errorf("nearest(%q) = %q, want %q", key, got, want)
-		}
-	}
-}

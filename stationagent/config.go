@@ -11,12 +11,14 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/swapbridge/swapbridge/internal/yamlkeys"
 	"github.com/swapbridge/swapbridge/stationagent/driver/modbus"
 	"github.com/swapbridge/swapbridge/stationagent/driver/sim"
 	"github.com/swapbridge/swapbridge/wire"
@@ -139,7 +141,7 @@ func ReadConfig(path string, lookup func(string) (string, bool)) (Config, error)
 		dec := yaml.NewDecoder(bytes.NewReader(b))
 		dec.KnownFields(true)
 		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-			return cfg, fmt.Errorf("%w: %s: %s", ErrConfig, path, oneLine(err.Error()))
+			return cfg, fmt.Errorf("%w: %s: %s", ErrConfig, path, yamlkeys.Describe(err, reflect.TypeFor[Config]()))
 		}
 		if cfg.Modbus.MapFile != "" && !filepath.IsAbs(cfg.Modbus.MapFile) {
 			cfg.Modbus.MapFile = filepath.Join(filepath.Dir(path), cfg.Modbus.MapFile)

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -26,6 +27,7 @@ import (
 
 	mb "github.com/simonvetter/modbus"
 
+	"github.com/swapbridge/swapbridge/internal/yamlkeys"
 	"github.com/swapbridge/swapbridge/wire"
 )
 
@@ -140,7 +142,7 @@ func LoadMap(path string) (Map, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&m); err != nil {
-		return m, fmt.Errorf("map_file %s: %s", path, strings.Join(strings.Fields(err.Error()), " "))
+		return m, fmt.Errorf("map_file %s: %s", path, yamlkeys.Describe(err, reflect.TypeFor[Map]()))
 	}
 	return m, nil
 }
