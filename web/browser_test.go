@@ -151,6 +151,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	cfg.MQTTAddr = "127.0.0.1:0"
 	cfg.Demo.Enabled = true
 	cfg.Demo.Stations = 6
+	// The observer books at several stations to make events happen while
+	// the page watches; the contract's per-user limit (2) is not under test.
+	cfg.Domain.MaxActiveBookings = 10
 	var banner bytes.Buffer
 	demo, err := server.StartDemo(ctx, cfg, nil, &banner)
 	if err != nil {
