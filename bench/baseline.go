@@ -11,9 +11,9 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/swapbridge/swapbridge/internal/mqtttest"
 	"github.com/swapbridge/swapbridge/wire"
 )
 
@@ -46,7 +46,7 @@ func startBaseline() (*baseline, error) {
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		return nil, err
 	}
-	tcp := listeners.NewTCP(listeners.Config{ID: "bench", Address: "127.0.0.1:0"})
+	tcp := mqtttest.NewTCPListener(srv, "bench", "127.0.0.1:0")
 	if err := srv.AddListener(tcp); err != nil {
 		return nil, fmt.Errorf("baseline broker: %w", err)
 	}

@@ -9,7 +9,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/swapbridge/swapbridge/internal/mqtttest"
 )
 
 // recordHandler sends every log record to a channel.
@@ -51,7 +52,7 @@ func TestWrongSecretHintsOnceAndRetriesSlowly(t *testing.T) {
 	if err := srv.AddHook(new(auth.Hook), &auth.Options{Ledger: ledger}); err != nil {
 		t.Fatal(err)
 	}
-	tcp := listeners.NewTCP(listeners.Config{ID: "tcp", Address: "127.0.0.1:0"})
+	tcp := mqtttest.NewTCPListener(srv, "tcp", "127.0.0.1:0")
 	if err := srv.AddListener(tcp); err != nil {
 		t.Fatal(err)
 	}

@@ -14,9 +14,9 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/swapbridge/swapbridge/internal/mqtttest"
 	"github.com/swapbridge/swapbridge/stationagent/driver/sim"
 	"github.com/swapbridge/swapbridge/wire"
 )
@@ -56,7 +56,7 @@ func startBroker(t testing.TB, addr string) *broker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tcp := listeners.NewTCP(listeners.Config{ID: "tcp", Address: addr})
+	tcp := mqtttest.NewTCPListener(srv, "tcp", addr)
 	if err := srv.AddListener(tcp); err != nil {
 		t.Fatalf("listen %s: %v", addr, err)
 	}

@@ -16,8 +16,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/mochi-mqtt/server/v2/listeners"
 
+	"github.com/swapbridge/swapbridge/internal/mqtttest"
 	"github.com/swapbridge/swapbridge/stationagent"
 )
 
@@ -32,7 +32,7 @@ func startBroker(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tcp := listeners.NewTCP(listeners.Config{ID: "tcp", Address: "127.0.0.1:0"})
+	tcp := mqtttest.NewTCPListener(srv, "tcp", "127.0.0.1:0")
 	if err := srv.AddListener(tcp); err != nil {
 		t.Fatal(err)
 	}
