@@ -31,7 +31,7 @@ type Bridge interface {
 	Collect(ctx context.Context, userID, bookingID string) (wire.Booking, error)
 	Notify(ctx context.Context, userID string, n wire.Notification) error
 	SetOperatorStatus(ctx context.Context, stationID, status string) error
-	StationProvisioned(ctx context.Context, st store.Station) error
+	StationProvisioned(ctx context.Context, sid string) error
 	StationViews() ([]wire.StationView, error)
 	StationView(stationID string) (wire.StationView, error)
 	StationExists(stationID string) bool

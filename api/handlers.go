@@ -304,7 +304,7 @@ func (a *API) createStation(w http.ResponseWriter, r *http.Request) {
 	if a.creds != nil {
 		a.creds.Invalidate(st.ID)
 	}
-	if err := a.bridge.StationProvisioned(r.Context(), st); err != nil {
+	if err := a.bridge.StationProvisioned(r.Context(), st.ID); err != nil {
 		a.fail(w, r, err)
 		return
 	}

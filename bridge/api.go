@@ -8,7 +8,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/swapbridge/swapbridge/store"
+	"github.com/swapbridge/swapbridge/internal/commitlog"
 	"github.com/swapbridge/swapbridge/wire"
 )
 
@@ -31,57 +31,43 @@ func (b *Bridge) Book(ctx context.Context, userID, stationID string) (wire.Booki
 		return wire.Booking{}, err
 	}
 	b.lockStation(s)
-	defer s.mu.Unlock()
 	if b.closed() {
+		s.mu.Unlock()
 		return wire.Booking{}, ErrClosed
 	}
 	i := b.m.pick(&s.st)
 	if i < 0 {
+		s.mu.Unlock()
 		return wire.Booking{}, fmt.Errorf("%w at station %s", ErrNoBatteryAvailable, stationID)
 	}
 	now := b.cfg.Clock()
 	id := newID("bk", now)
-	ok, err := b.active.reserve(b.store, userID, id)
+	ok, err := b.active.reserve(b.bookingRecord, userID, id)
 	if err != nil {
+		s.mu.Unlock()
 		return wire.Booking{}, fmt.Errorf("bridge: bookings of %s: %w", userID, err)
 	}
 	if !ok {
+		s.mu.Unlock()
 		return wire.Booking{}, fmt.Errorf("%w: %s holds %d active bookings", ErrBookingLimit, userID, b.active.limit)
 	}
 	next, eff := b.m.book(&s.st, i, id, userID, now)
 	res := next.Slots[i].Res
-	bk := wire.Booking{
+	bk := &booking{wire.Booking{
 		ID: id, UserID: userID, StationID: stationID, Slot: i + 1, BatteryID: res.BatteryID,
 		Status: wire.BookingStatusPending, CreatedAt: now.UTC(), ExpiresAt: res.ExpiresAt.UTC(),
-	}
-	raw, err := json.Marshal(&bk)
-	if err != nil {
-		b.active.release(id)
-		return wire.Booking{}, err
-	}
-	c := &change{next: next, eff: eff, extra: func(tx *store.Tx) error {
-		if err := tx.Put(store.KindBooking, id, raw); err != nil {
-			return err
-		}
-		return tx.Put(store.KindUserBooking, userID+"/"+id, []byte{'1'})
 	}}
-	if err := b.commit(ctx, s, c, now); err != nil {
-		b.active.release(id)
+	// The commit settles the user's place (committed, or given back).
+	if err := b.commitWait(ctx, s, &change{next: next, eff: eff, newBooking: bk}, now); err != nil {
 		return wire.Booking{}, err
 	}
-	b.active.committed(userID, id)
-	return bk, nil
+	return bk.Booking, nil
 }
 
 // Booking returns the user's booking; ErrBookingNotFound also for someone
 // else's.
 func (b *Bridge) Booking(userID, bookingID string) (wire.Booking, error) {
-	var bk wire.Booking
-	err := b.store.View(func(tx *store.Tx) error {
-		var err error
-		bk, err = getBooking(tx, bookingID)
-		return err
-	})
+	bk, err := b.bookingRecord(bookingID)
 	if err != nil {
 		return wire.Booking{}, err
 	}
@@ -91,53 +77,30 @@ func (b *Bridge) Booking(userID, bookingID string) (wire.Booking, error) {
 	return bk, nil
 }
 
-func getBooking(tx *store.Tx, id string) (wire.Booking, error) {
-	var bk wire.Booking
-	if id == "" || len(id) > 64 {
-		return bk, fmt.Errorf("%w: %q", ErrBookingNotFound, id)
-	}
-	raw, err := tx.Get(store.KindBooking, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return bk, fmt.Errorf("%w: %s", ErrBookingNotFound, id)
-	}
-	if err != nil {
-		return bk, fmt.Errorf("bridge: booking %s: %w", id, err)
-	}
-	if err := json.Unmarshal(raw, &bk); err != nil {
-		return bk, fmt.Errorf("bridge: booking %s: decode: %w", id, err)
-	}
-	return bk, nil
-}
-
 // UserBookings returns the user's bookings, newest first.
 func (b *Bridge) UserBookings(userID string) ([]wire.Booking, error) {
 	if err := wire.CheckID("user id", userID); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
-	var out []wire.Booking
-	err := b.store.View(func(tx *store.Tx) error {
-		var ids []string
-		prefix := userID + "/"
-		if err := tx.Scan(store.KindUserBooking, prefix, func(key string, _ []byte) bool {
-			ids = append(ids, strings.TrimPrefix(key, prefix))
-			return true
-		}); err != nil {
-			return err
-		}
-		for _, id := range ids {
-			bk, err := getBooking(tx, id)
-			if errors.Is(err, ErrBookingNotFound) {
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			out = append(out, bk)
-		}
-		return nil
+	var ids []string
+	prefix := userID + "/"
+	err := b.log.Records(commitlog.KindUserBooking, prefix, func(key string, _ []byte) bool {
+		ids = append(ids, strings.TrimPrefix(key, prefix))
+		return true
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bridge: bookings of %s: %w", userID, err)
+	}
+	var out []wire.Booking
+	for _, id := range ids {
+		bk, err := b.bookingRecord(id)
+		if errors.Is(err, ErrBookingNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("bridge: bookings of %s: %w", userID, err)
+		}
+		out = append(out, bk)
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
@@ -150,7 +113,7 @@ func (b *Bridge) UserBookings(userID string) ([]wire.Booking, error) {
 
 // Cancel cancels an active booking (pending, confirmed or ready, even after
 // an unlock) and sends release. ErrBookingNotFound, ErrBookingState (already
-// collected, cancelled, expired or failed). Blocks for one store commit.
+// collected, cancelled, expired or failed). Blocks for one commit.
 func (b *Bridge) Cancel(ctx context.Context, userID, bookingID string) (wire.Booking, error) {
 	return b.bookingOp(ctx, userID, bookingID, func(s *station) (change, bool) {
 		next, eff, ok := b.m.cancel(&s.st, bookingID, b.cfg.Clock())
@@ -163,7 +126,7 @@ func (b *Bridge) Cancel(ctx context.Context, userID, bookingID string) (wire.Boo
 // yet. Collect may be repeated while the booking is ready (a door closed
 // again with the battery inside). The booking turns collected when the
 // station reports the battery gone. ErrBookingNotFound, ErrBookingState.
-// Blocks for one store commit.
+// Blocks for one commit.
 func (b *Bridge) Collect(ctx context.Context, userID, bookingID string) (wire.Booking, error) {
 	return b.bookingOp(ctx, userID, bookingID, func(s *station) (change, bool) {
 		next, eff, ok := b.m.collect(&s.st, bookingID, b.cfg.Clock())
@@ -183,13 +146,20 @@ func (b *Bridge) bookingOp(ctx context.Context, userID, bookingID string, op fun
 	b.lockStation(s)
 	c, ok := op(s)
 	if !ok {
+		status := bk.Status
+		if cur := s.bookings[bookingID]; cur != nil {
+			status = cur.Status
+		}
 		s.mu.Unlock()
-		bk, _ = b.Booking(userID, bookingID)
-		return bk, fmt.Errorf("%w: booking %s is %s", ErrBookingState, bookingID, bk.Status)
+		if !activeStatus(status) {
+			// Ended: what the log says (the end may still be on its way).
+			if got, err := b.Booking(userID, bookingID); err == nil {
+				status = got.Status
+			}
+		}
+		return bk, fmt.Errorf("%w: booking %s is %s", ErrBookingState, bookingID, status)
 	}
-	err = b.commit(ctx, s, &c, b.cfg.Clock())
-	s.mu.Unlock()
-	if err != nil {
+	if err := b.commitWait(ctx, s, &c, b.cfg.Clock()); err != nil {
 		return wire.Booking{}, err
 	}
 	return b.Booking(userID, bookingID)
@@ -197,7 +167,7 @@ func (b *Bridge) bookingOp(ctx context.Context, userID, bookingID string, op fun
 
 // Notify appends a notification event to the user's channel. Level "" means
 // info. ErrBadRequest for an invalid or unknown user, an unknown level, or an
-// empty or oversized title/message. Blocks for one store commit.
+// empty or oversized title/message. Blocks for one commit.
 func (b *Bridge) Notify(ctx context.Context, userID string, n wire.Notification) error {
 	if err := wire.CheckID("user id", userID); err != nil {
 		return fmt.Errorf("%w: %v", ErrBadRequest, err)
@@ -216,20 +186,21 @@ func (b *Bridge) Notify(ctx context.Context, userID string, n wire.Notification)
 	if len(n.Title) > 256 || len(n.Message) > 4096 || len(n.BookingID) > 64 {
 		return fmt.Errorf("%w: title (256) or message (4096) too long", ErrBadRequest)
 	}
-	if _, err := b.store.User(userID); errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("%w: unknown user %s", ErrBadRequest, userID)
-	} else if err != nil {
+	if ok, err := b.cat.UserExists(userID); err != nil {
 		return fmt.Errorf("bridge: notify %s: %w", userID, err)
+	} else if !ok {
+		return fmt.Errorf("%w: unknown user %s", ErrBadRequest, userID)
 	}
 	fields, err := json.Marshal(&n)
 	if err != nil {
 		return err
 	}
-	now := b.cfg.Clock()
-	_, err = b.store.Update(ctx, func(tx *store.Tx) error {
-		return tx.Append(&store.Event{Type: wire.TypeNotification, Time: now, UserID: userID, Fields: fields})
-	})
-	if err != nil {
+	c := &commitlog.Commit{Events: []commitlog.Event{{Type: wire.TypeNotification, Time: b.cfg.Clock(), UserID: userID, Fields: fields}}}
+	ch := make(chan error, 1)
+	if err := b.log.Append(c, func(err error) { ch <- err }); err != nil {
+		return fmt.Errorf("bridge: notify %s: %w", userID, err)
+	}
+	if err := wait(ctx, ch); err != nil {
 		return fmt.Errorf("bridge: notify %s: %w", userID, err)
 	}
 	return nil
@@ -238,7 +209,7 @@ func (b *Bridge) Notify(ctx context.Context, userID string, n wire.Notification)
 // SetOperatorStatus puts the station into maintenance ("maintenance") or
 // back ("online"), publishing station_status and inventory_update, and sends
 // the station set_availability. ErrStationNotFound, ErrBadRequest. Blocks
-// for one store commit.
+// for one commit.
 func (b *Bridge) SetOperatorStatus(ctx context.Context, stationID, status string) error {
 	var on bool
 	switch status {
@@ -253,49 +224,40 @@ func (b *Bridge) SetOperatorStatus(ctx context.Context, stationID, status string
 		return err
 	}
 	b.lockStation(s)
-	defer s.mu.Unlock()
 	if s.st.Maintenance == on {
+		s.mu.Unlock()
 		return nil
 	}
 	now := b.cfg.Clock()
 	next, eff := b.m.setMaintenance(&s.st, on, now)
 	avail := !on
 	eff.Commands = append(eff.Commands, wire.Command{Action: wire.ActionSetAvailability, Available: &avail})
-	return b.commit(ctx, s, &change{next: next, eff: eff}, now)
+	return b.commitWait(ctx, s, &change{next: next, eff: eff}, now)
 }
 
-// StationProvisioned registers a station the admin API just created and
-// publishes its first inventory_update and station_status (offline, all
-// slots empty). Calling it again is harmless. Blocks for one store commit.
-func (b *Bridge) StationProvisioned(ctx context.Context, st store.Station) error {
-	if err := wire.CheckID("station id", st.ID); err != nil {
+// StationProvisioned registers a station the admin API just created (it is
+// in the catalogue) and publishes its first inventory_update and
+// station_status (offline, all slots empty). Calling it again is harmless.
+// ErrStationNotFound if the catalogue does not have it. Blocks for one
+// commit.
+func (b *Bridge) StationProvisioned(ctx context.Context, sid string) error {
+	if err := wire.CheckID("station id", sid); err != nil {
 		return fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
-	if st.Slots < 1 || st.Slots > wire.MaxSlots {
-		return fmt.Errorf("%w: slots must be 1..%d", ErrBadRequest, wire.MaxSlots)
+	s, err := b.station(sid)
+	if err != nil {
+		return err
 	}
-	s := b.addStation(st)
 	b.lockStation(s)
-	defer s.mu.Unlock()
-	exists := false
-	err := b.store.View(func(tx *store.Tx) error {
-		_, err := tx.Get(store.KindStationState, st.ID)
-		if err == nil {
-			exists = true
-			return nil
-		}
-		if errors.Is(err, store.ErrNotFound) {
-			return nil
-		}
-		return err
-	})
-	if err != nil || exists {
-		return err
+	_, err = b.log.Record(commitlog.KindStationState, sid)
+	if err == nil || !errors.Is(err, commitlog.ErrNotFound) || s.busy() {
+		s.mu.Unlock()
+		return err // already has a state (or one on its way)
 	}
 	var eff effects
-	eff.event(wire.TypeStationStatus, "", wire.StationStatus{StationID: st.ID, Status: s.st.Status})
-	eff.event(wire.TypeInventoryUpdate, "", wire.InventoryUpdate{StationID: st.ID, Inventory: s.st.Inv})
-	return b.commit(ctx, s, &change{next: s.st, eff: eff}, b.cfg.Clock())
+	eff.event(wire.TypeStationStatus, "", wire.StationStatus{StationID: sid, Status: s.st.Status})
+	eff.event(wire.TypeInventoryUpdate, "", wire.InventoryUpdate{StationID: sid, Inventory: s.st.Inv})
+	return b.commitWait(ctx, s, &change{next: s.st, eff: eff}, b.cfg.Clock())
 }
 
 // StationViews returns every station with its counts, without slots,

@@ -77,7 +77,7 @@ func benchIngest(b *testing.B, stations, slots int, nosync bool) {
 			var buf []byte
 			for seq := uint64(1); next.Add(1) <= int64(b.N); seq++ {
 				buf = msg(buf, seq)
-				if err := br.HandlePublish(sid, wire.KindTelemetry, buf); err != nil {
+				if err := publishWait(br, sid, wire.KindTelemetry, buf); err != nil {
 					failed.Store(&err)
 					return
 				}

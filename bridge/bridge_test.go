@@ -97,7 +97,7 @@ func newEnv(t testing.TB, slots int) *env {
 		if err := e.st.CreateStation(context.Background(), info); err != nil {
 			t.Fatal(err)
 		}
-		if err := e.b.StationProvisioned(context.Background(), info); err != nil {
+		if err := e.b.StationProvisioned(context.Background(), info.ID); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -143,7 +143,22 @@ func (e *env) publish(kind wire.TopicKind, v any) error {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return e.b.HandlePublish("S1", kind, p)
+	return publishWait(e.b, "S1", kind, p)
+}
+
+// publishWait hands a station message to b as the broker does and waits
+// for its done: the error HandlePublish returned, or the one done got.
+func publishWait(b *Bridge, sid string, kind wire.TopicKind, payload []byte) error {
+	ch := make(chan error, 1)
+	if err := b.HandlePublish(sid, kind, payload, func(err error) { ch <- err }); err != nil {
+		return err
+	}
+	select {
+	case err := <-ch:
+		return err
+	case <-time.After(30 * time.Second):
+		return errors.New("no done within 30s")
+	}
 }
 
 func (e *env) mustPublish(kind wire.TopicKind, v any) {
@@ -223,14 +238,14 @@ func TestIngestEventsInLog(t *testing.T) {
 
 	// Bad input is a clear error, never a panic.
 	for _, p := range []string{``, `{`, `null`, `{"boot_id":"A","seq":6,"slots":[{"slot":9,"door":"closed"}]}`, `{"boot_id":"A","seq":6,"slots":[{"slot":1,"door":"ajar"}]}`} {
-		if err := e.b.HandlePublish("S1", wire.KindTelemetry, []byte(p)); !errors.Is(err, wire.ErrBadPayload) {
+		if err := publishWait(e.b, "S1", wire.KindTelemetry, []byte(p)); !errors.Is(err, wire.ErrBadPayload) {
 			t.Fatalf("payload %q: err = %v", p, err)
 		}
 	}
-	if err := e.b.HandlePublish("nope", wire.KindTelemetry, []byte(`{}`)); !errors.Is(err, ErrStationNotFound) {
+	if err := publishWait(e.b, "nope", wire.KindTelemetry, []byte(`{}`)); !errors.Is(err, ErrStationNotFound) {
 		t.Fatalf("unknown station: %v", err)
 	}
-	if err := e.b.HandlePublish("S1", wire.KindStatus, []byte(`{"online":false}`)); !errors.Is(err, wire.ErrBadPayload) {
+	if err := publishWait(e.b, "S1", wire.KindStatus, []byte(`{"online":false}`)); !errors.Is(err, wire.ErrBadPayload) {
 		t.Fatalf("status without boot id: %v", err)
 	}
 }
@@ -571,12 +586,12 @@ func TestCommandRecordsPersistedAndPurged(t *testing.T) {
 	bk2, _ := e.b.Book(ctx, "u2", "S1")
 	e.sink.next(t, wire.ActionReserve)
 	e.mustPublish(wire.KindAck, wire.Ack{ID: r1.ID, OK: true})
-	states := func() map[string]string {
-		out := map[string]string{}
+	states := func() map[string]cmdState {
+		out := map[string]cmdState{}
 		err := e.st.View(func(tx *store.Tx) error {
 			return tx.Scan(store.KindCommand, "", func(k string, v []byte) bool {
-				var c commandRec
-				if err := json.Unmarshal(v, &c); err != nil {
+				c, err := decodeCommand(v)
+				if err != nil {
 					t.Fatal(err)
 				}
 				out[c.Cmd.BookingID] = c.State
@@ -603,5 +618,32 @@ func TestCommandRecordsPersistedAndPurged(t *testing.T) {
 	got := states()
 	if _, ok := got[bk1.ID]; ok || got[bk2.ID] != cmdSent {
 		t.Fatalf("after purge %v", got)
+	}
+}
+
+// addStation provisions another station with slots slots.
+func (e *env) addStation(id string, slots int) {
+	e.t.Helper()
+	info := store.Station{ID: id, Name: id, Slots: slots, SecretHash: sha256.Sum256([]byte(testSecret))}
+	if err := e.st.CreateStation(context.Background(), info); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := e.b.StationProvisioned(context.Background(), id); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// online brings sid online with boot "A" and a full report (seq 1) of
+// slots slots, the first ready of them holding batteries.
+func (e *env) online(sid string, slots, ready int) {
+	e.t.Helper()
+	for _, m := range []struct {
+		kind wire.TopicKind
+		v    any
+	}{{wire.KindStatus, wire.Status{Online: true, BootID: "A", Slots: slots}}, {wire.KindTelemetry, fullOf("A", 1, slots, ready)}} {
+		p, _ := json.Marshal(m.v)
+		if err := publishWait(e.b, sid, m.kind, p); err != nil {
+			e.t.Fatalf("%s %s: %v", sid, m.kind, err)
+		}
 	}
 }

@@ -3,8 +3,6 @@ package bridge
 import (
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/swapbridge/swapbridge/wire"
 )
 
@@ -43,34 +41,6 @@ type eventBudget struct {
 	init    bool
 }
 
-// bridgeMetrics are the bridge's Prometheus metrics.
-type bridgeMetrics struct {
-	coalesced prometheus.Counter
-	episodes  prometheus.Counter
-}
-
-func newBridgeMetrics(reg prometheus.Registerer) (*bridgeMetrics, error) {
-	m := &bridgeMetrics{
-		coalesced: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "swapd_bridge_station_events_coalesced_total",
-			Help: "Per-battery events (battery_added, battery_removed without a booking) of stations over their event budget, dropped and coalesced into the station's inventory_update.",
-		}),
-		episodes: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "swapd_bridge_station_event_budget_exceeded_total",
-			Help: "Times a station ran out of its event budget (episodes; each logged once).",
-		}),
-	}
-	if reg == nil {
-		return m, nil
-	}
-	for _, c := range []prometheus.Collector{m.coalesced, m.episodes} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
-	}
-	return m, nil
-}
-
 // churnEvent reports whether ev is per-battery churn that the budget may
 // coalesce.
 func churnEvent(ev *outEvent) bool {
@@ -87,7 +57,7 @@ func churnEvent(ev *outEvent) bool {
 // holds) from s.st to next: per-battery events beyond it are dropped, and
 // an inventory_update over it is held back unless a second has passed
 // since the last one (next.Inv then stays the last published counts).
-func (b *Bridge) shape(s *station, next *StationState, eff *effects, now time.Time) {
+func (b *Bridge) shape(s *station, next *stationState, eff *effects, now time.Time) {
 	rate, burst := b.cfg.StationEventRate, float64(b.cfg.StationEventBurst)
 	if rate < 0 {
 		return
@@ -102,7 +72,7 @@ func (b *Bridge) shape(s *station, next *StationState, eff *effects, now time.Ti
 	}
 	if bu.dry && bu.tokens >= burst {
 		bu.dry = false
-		b.log.Info("bridge: station back within its event budget", "station", s.info.ID, "coalesced", bu.merged)
+		b.lg.Info("bridge: station back within its event budget", "station", s.info.ID, "coalesced", bu.merged)
 		bu.merged = 0
 	}
 	take := func() bool {
@@ -113,7 +83,7 @@ func (b *Bridge) shape(s *station, next *StationState, eff *effects, now time.Ti
 		if !bu.dry {
 			bu.dry = true
 			b.metrics.episodes.Inc()
-			b.log.Warn("bridge: station over its event budget; per-battery events are coalesced into inventory_update",
+			b.lg.Warn("bridge: station over its event budget; per-battery events are coalesced into inventory_update",
 				"station", s.info.ID, "rate", rate, "burst", b.cfg.StationEventBurst)
 		}
 		return false

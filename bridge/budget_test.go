@@ -251,7 +251,7 @@ func TestFloodLeavesQuietUsersNotification(t *testing.T) {
 			for i := range messages {
 				e.clock.Advance(20 * time.Millisecond)
 				p, _ := json.Marshal(churn(uint64(i+2), slots, i, ""))
-				if err := e.b.HandlePublish("F", wire.KindTelemetry, p); err != nil {
+				if err := publishWait(e.b, "F", wire.KindTelemetry, p); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -54,8 +54,9 @@ type Config struct {
 	// retries, liveness); 0 means 1s.
 	TickInterval time.Duration
 	// SendQueue bounds the queue of commands waiting for the sender
-	// goroutine; 0 means 4096. A full queue drops the send; persisted
-	// commands are retried by the timer loop.
+	// goroutine; 0 means 4096. A full queue drops the send (counted in
+	// swapd_bridge_send_queue_dropped_total); persisted commands are
+	// retried by the timer loop.
 	SendQueue int
 
 	// StationEventRate is each station's sustained budget of per-battery

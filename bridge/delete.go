@@ -2,22 +2,22 @@ package bridge
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
-	"github.com/swapbridge/swapbridge/store"
+	"github.com/swapbridge/swapbridge/internal/commitlog"
 	"github.com/swapbridge/swapbridge/wire"
 )
 
 // DeleteStation takes a station out of service for good. In one commit its
 // active bookings fail (each user gets a notification), its state record
-// and command records are deleted, and the store forgets the station and
-// its credentials (store.Tx.DeleteStation); then it leaves every view
-// (StationView and StationExists answer ErrStationNotFound / false). Its
-// past events stay in the log. No command is sent to it any more: closing
-// its MQTT session is the caller's part (broker.Revoke). ErrStationNotFound
-// for an unknown station. Blocks for one store commit.
+// and command records are deleted, and the station leaves the catalogue
+// with its credentials (commitlog.Commit.RemoveStation); then it leaves
+// every view (StationView and StationExists answer ErrStationNotFound /
+// false). Its past events stay in the log. No command is sent to it any
+// more: closing its MQTT session is the caller's part (broker.Revoke).
+// ErrStationNotFound for an unknown station. Blocks for one commit, with
+// the station locked.
 func (b *Bridge) DeleteStation(ctx context.Context, sid string) error {
 	s, err := b.station(sid)
 	if err != nil {
@@ -31,6 +31,22 @@ func (b *Bridge) DeleteStation(ctx context.Context, sid string) error {
 	if b.closed() {
 		return ErrClosed
 	}
+	// Every command record of the station is on the log once its queued
+	// commits are answered.
+	s.drain()
+	if s.broken.Load() {
+		b.reload(s)
+	}
+	var cmds []string
+	err = b.log.Records(commitlog.KindCommand, "", func(key string, value []byte) bool {
+		if c, err := decodeCommand(value); err == nil && c.StationID == sid {
+			cmds = append(cmds, key)
+		}
+		return true
+	})
+	if err != nil {
+		return fmt.Errorf("bridge: delete station %s: %w", sid, err)
+	}
 	now := b.cfg.Clock()
 	next := s.st.clone()
 	var eff effects
@@ -39,60 +55,30 @@ func (b *Bridge) DeleteStation(ctx context.Context, sid string) error {
 	}
 	// Only the users' notifications: no release to a station that is
 	// gone, and no more events on its channel.
-	c := &change{next: next, eff: effects{Bookings: eff.Bookings}}
+	c := &change{next: next, eff: effects{Bookings: eff.Bookings}, remove: true, removeCmds: cmds}
 	for _, ev := range eff.Events {
 		if ev.UserID != "" {
 			c.eff.Events = append(c.eff.Events, ev)
 		}
 	}
-	c.extra = func(tx *store.Tx) error {
-		// Runs after the commit's own writes: the state and the command
-		// records settled by the failed bookings go too.
-		var cmds []string
-		err := tx.Scan(store.KindCommand, "", func(key string, value []byte) bool {
-			cmds = append(cmds, key)
-			return true
-		})
-		if err != nil {
-			return err
-		}
-		for _, id := range cmds {
-			raw, err := tx.Get(store.KindCommand, id)
-			if err != nil {
-				return err
-			}
-			if !commandOf(raw, sid) {
-				continue
-			}
-			if err := tx.Delete(store.KindCommand, id); err != nil {
-				return err
-			}
-		}
-		if err := tx.Delete(store.KindStationState, sid); err != nil {
-			return err
-		}
-		return tx.DeleteStation(sid)
-	}
-	if err := b.commit(ctx, s, c, now); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
+	ch := make(chan error, 1)
+	b.commit(s, c, now, func(err error) { ch <- err })
+	s.removed.Store(true)
+	// The station stays locked: nothing is queued after its removal.
+	if err := <-ch; err != nil {
+		s.removed.Store(false)
+		if errors.Is(err, commitlog.ErrNotFound) {
 			return fmt.Errorf("%w: %s", ErrStationNotFound, sid)
 		}
 		return err
 	}
-	s.removed.Store(true)
 	b.mu.Lock()
 	if b.stations[sid] == s {
 		delete(b.stations, sid)
 	}
 	b.mu.Unlock()
-	b.log.Info("station deleted", "station", sid, "bookings_failed", len(c.eff.Bookings))
+	b.lg.Info("station deleted", "station", sid, "bookings_failed", len(c.eff.Bookings))
 	return nil
-}
-
-// commandOf reports whether the command record raw belongs to station sid.
-func commandOf(raw []byte, sid string) bool {
-	var c commandRec
-	return json.Unmarshal(raw, &c) == nil && c.StationID == sid
 }
 
 // CancelUserBookings cancels every active booking (pending, confirmed or

@@ -77,7 +77,7 @@ func TestDeleteStation(t *testing.T) {
 			t.Errorf("state record: %v", err)
 		}
 		return tx.Scan(store.KindCommand, "", func(key string, value []byte) bool {
-			if commandOf(value, "S1") {
+			if c, err := decodeCommand(value); err == nil && c.StationID == "S1" {
 				t.Errorf("command record %s left", key)
 			}
 			return true

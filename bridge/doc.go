@@ -5,45 +5,43 @@
 //
 // # What it owns
 //
-// Per station, a StationState record (store.KindStationState): online,
+// Per station, a stationState record (commitlog.KindStationState): online,
 // maintenance, current and superseded boot ids, last telemetry seq,
 // last_seen, every slot's reported state and the reservation overlay of the
 // active booking on it, in a compact binary record written on every
 // telemetry (see statecodec.go; JSON records of earlier versions still
-// load). Bookings (store.KindBooking, indexed by
-// store.KindUserBooking "uid/id") store wire.Booking as JSON. Commands
-// (store.KindCommand) store the wire.Command and its state: queued, sent,
-// acked, failed.
+// load). Bookings (booking.go; commitlog.KindBooking, indexed by
+// commitlog.KindUserBooking "uid/id") store wire.Booking as JSON. Commands
+// (command.go; commitlog.KindCommand) store the wire.Command and its state:
+// queued, sent, acked, failed.
+//
+// The bridge reads and writes them through Log and Catalog (log.go),
+// interfaces it declares: store.Store implements them on bbolt,
+// internal/memlog in memory. It imports no store.
 //
 // # Durability
 //
-// Every change of a station — its state, its bookings, its commands and the
-// events derived from them — is written in one store commit queued while the
-// station's mutex is held, so changes to one station are serialized and two
-// bookings can never hold one battery. HandlePublish returns only after that
-// commit: the broker acknowledges a message only when its effects are on
-// disk, and a failed commit returns an error (no PUBACK, the connection is
-// closed, the station resends). Events reach WebSocket clients through the
-// store's commit listener, never from here.
-//
-// SubmitPublish (pipeline.go) is the same contract without the wait, for a
-// broker that keeps reading a station while its earlier telemetry is being
-// committed: a telemetry that only changes the station's state and appends
-// events is applied to the in-memory state at once and its commit is queued
-// (store.UpdateAsync); done reports when it is durable, and the broker
-// acknowledges then, in order. The store commits requests in queue order,
-// so the station's records and events reach the disk in the order its
-// state advanced. Anything else (status, acks, telemetry that touches a
-// booking or a command) takes the synchronous path, and a message with no
-// effect (a duplicate) is answered only once the station's queued commits
-// are durable. The in-memory state may therefore be ahead of the disk by
-// the station's queued telemetry (milliseconds): a booking decided on it is
-// committed after it. If a queued commit fails, the station is marked
-// broken: its later commits fail inside their transaction, so nothing
-// derived from the lost message is kept, and the next operation on the
-// station waits for its queued commits and reloads its state from the
-// store. Outside a pipelined telemetry, the in-memory state changes only
-// after its commit succeeded.
+// A station has one write path (engine.go). Every transition — a telemetry,
+// status or ack, Book, Cancel, Collect, a timer, the sender recording a
+// delivery, DeleteStation — is decided and applied to the station's memory
+// under its mutex and queued as one commit (state record, booking and
+// command records, events) on the Log; its after-durable effects run from
+// the commit's completion: the broker's PUBACK (HandlePublish's done), new
+// commands handed to the sender, the user's booking place settled, the HTTP
+// answer (Book and the others wait for it). The broker keeps reading a
+// station while its earlier messages are being committed; the Log makes a
+// station's commits durable in the order they were queued, so its records
+// and events reach the disk in the order its state advanced. Readers of the
+// memory (views, bookings) may see a change some milliseconds before it is
+// durable; anything derived from it is queued behind it. A message with no
+// effect (a duplicate) is done once the station's queued commits are
+// durable. If a commit fails, the Log refuses the station's later queued
+// commits (they derive from the lost one), their dones report errors (no
+// PUBACK; the broker closes the connection and the station resends), and
+// the next operation on the station waits for its queued commits and
+// reloads its state, bookings and pending commands from the Log. Nothing
+// is acknowledged that is not durable. Events reach WebSocket clients
+// through the store's commit listener, never from here.
 //
 // # Rules
 //
@@ -110,12 +108,15 @@
 //
 // # Blocking
 //
-// HandlePublish, Book, Cancel, Collect, Notify, SetOperatorStatus and
-// StationProvisioned block for one store commit (an fsync, shared with
-// concurrent callers). SubmitPublish blocks only on the synchronous path;
-// its done runs on the store's committer goroutine. StationConnected and StationDisconnected never block.
-// Views, snapshots and booking reads take a station's mutex briefly and read
-// the store. Commands are sent from the bridge's own sender goroutine, so a
-// slow broker never stalls the publish path. Close stops the sender and timer
-// goroutines and waits for them; it does not close the store.
+// HandlePublish never waits for a commit (it may wait for the station's
+// mutex, and once for a reload after a failed commit); its done runs on the
+// Log's goroutine. Book, Cancel, Collect, Notify, SetOperatorStatus,
+// StationProvisioned and DeleteStation block for one commit (an fsync,
+// shared with concurrent callers). The timer loop queues every station's
+// commit, then waits for them together. StationConnected and
+// StationDisconnected never block. Views, snapshots and booking reads take
+// a station's mutex briefly and read the Log. Commands are sent from the
+// bridge's own sender goroutine, so a slow broker never stalls the publish
+// path. Close stops the sender and timer goroutines and waits for them; it
+// does not close the Log.
 package bridge

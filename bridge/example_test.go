@@ -43,11 +43,21 @@ func Example() {
 	}
 	defer b.Close()
 
+	// publish is what the broker does with a station's message: hand it
+	// over, and acknowledge it once done reports it durable.
+	publish := func(kind wire.TopicKind, payload string) error {
+		durable := make(chan error, 1)
+		if err := b.HandlePublish("S1", kind, []byte(payload), func(err error) { durable <- err }); err != nil {
+			return err
+		}
+		return <-durable
+	}
+
 	// A station reports a charged battery in slot 1.
-	_ = b.HandlePublish("S1", wire.KindStatus, []byte(`{"online":true,"boot_id":"b1"}`))
-	err = b.HandlePublish("S1", wire.KindTelemetry, []byte(`{"boot_id":"b1","seq":1,"full":true,"slots":[
+	_ = publish(wire.KindStatus, `{"online":true,"boot_id":"b1"}`)
+	err = publish(wire.KindTelemetry, `{"boot_id":"b1","seq":1,"full":true,"slots":[
 		{"slot":1,"battery_id":"B-1","soc":96,"soh":98,"temp_c":28,"voltage_v":52,"charging":false,"door":"closed","locked":true,"fault":""},
-		{"slot":2,"battery_id":null,"door":"closed","locked":true}]}`))
+		{"slot":2,"battery_id":null,"door":"closed","locked":true}]}`)
 	fmt.Println("telemetry stored:", err == nil)
 
 	bk, err := b.Book(ctx, "rider1", "S1")

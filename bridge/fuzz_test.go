@@ -51,7 +51,7 @@ func FuzzHandlePublish(f *testing.F) {
 	f.Cleanup(func() { b.Close() })
 	kinds := []wire.TopicKind{wire.KindTelemetry, wire.KindStatus, wire.KindAck}
 	f.Fuzz(func(t *testing.T, k uint8, payload []byte) {
-		err := b.HandlePublish("S1", kinds[int(k)%len(kinds)], payload)
+		err := publishWait(b, "S1", kinds[int(k)%len(kinds)], payload)
 		if err != nil && !errors.Is(err, wire.ErrBadPayload) {
 			t.Fatalf("unexpected error kind: %v", err)
 		}

@@ -1,36 +1,34 @@
 package bridge
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"sync"
-	"time"
 
 	"github.com/swapbridge/swapbridge/wire"
 )
 
-// publishTimeout bounds the store commit of one station message.
-const publishTimeout = 15 * time.Second
-
 var telemetryPool = sync.Pool{New: func() any { return new(wire.Telemetry) }}
 
-// HandlePublish applies one station message and returns once its effects are
-// durably stored. The broker calls it before the PUBACK: an error means the
-// message must not be acknowledged and the station's connection should be
-// closed so that it resends — except errors wrapping wire.ErrBadPayload
-// (malformed messages, which no resend can fix: the broker acknowledges and
-// drops them). Errors wrapping ErrStationNotFound come from unknown stations;
-// anything else is a store failure. A duplicate, stale or superseded message
-// returns nil and changes nothing. The station's Will arrives here as a
-// status message.
-func (b *Bridge) HandlePublish(sid string, kind wire.TopicKind, payload []byte) error {
-	return b.handlePublish(sid, kind, payload, nil)
-}
-
-// handlePublish is HandlePublish (done nil) and SubmitPublish (see
-// pipeline.go).
-func (b *Bridge) handlePublish(sid string, kind wire.TopicKind, payload []byte, done func(error)) error {
+// HandlePublish applies one station message. The broker calls it on the
+// connection's reader, one message of a station at a time, in the order
+// received, and keeps reading while earlier messages are being committed.
+//
+// If it returns an error, done is never called and the message must not be
+// acknowledged: errors wrapping wire.ErrBadPayload are malformed messages,
+// which no resend can fix (the broker acknowledges and drops them); errors
+// wrapping ErrStationNotFound come from unknown stations; ErrClosed from a
+// closed bridge. Otherwise the message has been applied to the station's
+// memory and its commit queued, and done is called exactly once: with nil
+// once its effects and those of every earlier message of the station are
+// durable (then it may be acknowledged), or with the error for which they
+// are not (then neither it nor any later message of the station may be,
+// and the station should be disconnected so that it resends). A duplicate,
+// stale or superseded message changes nothing; its done reports when what
+// it was judged on is durable. done may be called before HandlePublish
+// returns or on the log's goroutine; it must not block. The station's Will
+// arrives here as a status message.
+func (b *Bridge) HandlePublish(sid string, kind wire.TopicKind, payload []byte, done func(error)) error {
 	if b.closed() {
 		return ErrClosed
 	}
@@ -40,25 +38,15 @@ func (b *Bridge) handlePublish(sid string, kind wire.TopicKind, payload []byte, 
 	}
 	switch kind {
 	case wire.KindTelemetry:
-		return b.handleTelemetry(s, payload, done) // calls done itself
+		return b.handleTelemetry(s, payload, done)
 	case wire.KindStatus:
-		err = b.handleStatus(s, payload)
+		return b.handleStatus(s, payload, done)
 	case wire.KindAck:
-		err = b.handleAck(s, payload)
-	default:
-		err = fmt.Errorf("%w: station %s may not publish to %q", wire.ErrBadPayload, sid, kind)
+		return b.handleAck(s, payload, done)
 	}
-	if err == nil && done != nil {
-		done(nil)
-	}
-	return err
+	return fmt.Errorf("%w: station %s may not publish to %q", wire.ErrBadPayload, sid, kind)
 }
 
-// handleTelemetry applies a telemetry. With done nil it returns once its
-// commit is durable. With done set (SubmitPublish), a transition that only
-// changes the station's state and appends events is applied to s.st at once
-// and its commit queued; done reports the commit's outcome. Anything else
-// is committed before it returns, and done(nil) is called then.
 func (b *Bridge) handleTelemetry(s *station, payload []byte, done func(error)) error {
 	t := telemetryPool.Get().(*wire.Telemetry)
 	defer telemetryPool.Put(t)
@@ -75,39 +63,20 @@ func (b *Bridge) handleTelemetry(s *station, payload []byte, done func(error)) e
 	defer s.mu.Unlock()
 	now := b.cfg.Clock()
 	next, eff := b.m.telemetry(&s.st, t, now)
-	if !eff.Ignored {
-		b.shape(s, &next, &eff, now)
-	}
-	switch {
-	case eff.Ignored:
+	if eff.Ignored {
 		// Acknowledged once what it duplicates is durable.
-		if err := b.waitDurable(s); err != nil {
-			return fmt.Errorf("bridge: telemetry from %s: %w", s.info.ID, err)
-		}
-	case done != nil && len(eff.Bookings) == 0 && len(eff.Commands) == 0:
-		// Bookings and commands have side effects after their commit (the
-		// command cache, the sender), so only the rest is pipelined.
-		if err := b.queueCommit(s, next, eff.Events, now, done); err != nil {
-			return err
-		}
-		done = nil // called by the commit
-	default:
-		ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
-		defer cancel()
-		if err := b.commit(ctx, s, &change{next: next, eff: eff}, now); err != nil {
-			return err
-		}
+		s.afterQueued(done)
+		return nil
 	}
+	b.shape(s, &next, &eff, now)
+	b.commit(s, &change{next: next, eff: eff}, now, done)
 	if eff.Snapshot {
 		b.requestSnapshot(s, now)
-	}
-	if done != nil {
-		done(nil)
 	}
 	return nil
 }
 
-func (b *Bridge) handleStatus(s *station, payload []byte) error {
+func (b *Bridge) handleStatus(s *station, payload []byte, done func(error)) error {
 	var st wire.Status
 	if err := json.Unmarshal(payload, &st); err != nil {
 		return fmt.Errorf("%w: status from %s: %v", wire.ErrBadPayload, s.info.ID, err)
@@ -121,17 +90,14 @@ func (b *Bridge) handleStatus(s *station, payload []byte) error {
 	next, eff := b.m.status(&s.st, &st, now)
 	if eff.Ignored {
 		// Acknowledged once the state it was judged on is durable.
-		if err := b.waitDurable(s); err != nil {
-			return fmt.Errorf("bridge: status from %s: %w", s.info.ID, err)
-		}
+		s.afterQueued(done)
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
-	defer cancel()
-	return b.commit(ctx, s, &change{next: next, eff: eff}, now)
+	b.commit(s, &change{next: next, eff: eff}, now, done)
+	return nil
 }
 
-func (b *Bridge) handleAck(s *station, payload []byte) error {
+func (b *Bridge) handleAck(s *station, payload []byte, done func(error)) error {
 	var ack wire.Ack
 	if err := json.Unmarshal(payload, &ack); err != nil {
 		return fmt.Errorf("%w: ack from %s: %v", wire.ErrBadPayload, s.info.ID, err)
@@ -144,30 +110,39 @@ func (b *Bridge) handleAck(s *station, payload []byte) error {
 	defer s.mu.Unlock()
 	r := s.cmds[ack.ID]
 	if r == nil {
-		// A snapshot, a repeated ack, or a command already settled;
-		// acknowledged once the station's queued commits are durable
-		// (judged on the commands, which a failed one does not touch).
-		_ = b.waitDurable(s)
+		// A snapshot, a repeated ack, or a command already settled:
+		// acknowledged once the station's queued commits are answered
+		// (judged on its commands, which a reload restores).
+		s.afterQueued(func(error) { done(nil) })
 		return nil
 	}
 	now := b.cfg.Clock()
-	upd := *r
-	c := &change{next: s.st, cmdUpdates: []*commandRec{&upd}}
+	c := &change{next: s.st}
 	if ack.OK {
-		upd.State = cmdAcked
+		upd, err := r.to(cmdAcked, "")
+		if err != nil {
+			s.afterQueued(func(error) { done(nil) })
+			return nil
+		}
+		c.cmdUpdates = []*command{upd}
 		if r.Cmd.Action == wire.ActionReserve {
 			c.next, c.eff = b.m.reserveAcked(&s.st, r.Cmd.BookingID, true, "", now)
 		}
 	} else {
-		upd.State, upd.Error = cmdFailed, ack.Error
-		if upd.Error == "" {
-			upd.Error = "refused"
+		msg := ack.Error
+		if msg == "" {
+			msg = "refused"
 		}
-		b.commandFailed(c, &upd, true, now)
+		upd, err := r.to(cmdFailed, msg)
+		if err != nil {
+			s.afterQueued(func(error) { done(nil) })
+			return nil
+		}
+		c.cmdUpdates = []*command{upd}
+		b.commandFailed(c, upd, true, now)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
-	defer cancel()
-	return b.commit(ctx, s, c, now)
+	b.commit(s, c, now, done)
+	return nil
 }
 
 // StationConnected notes a station's (re)connection: its pending commands
@@ -185,5 +160,5 @@ func (b *Bridge) StationConnected(sid string) {
 // offline) and the inactivity timeout decide its status, so this only logs.
 // It does not block.
 func (b *Bridge) StationDisconnected(sid string) {
-	b.log.Debug("bridge: station disconnected", "station", sid)
+	b.lg.Debug("bridge: station disconnected", "station", sid)
 }

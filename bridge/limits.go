@@ -4,7 +4,6 @@ import (
 	"errors"
 	"sync"
 
-	"github.com/swapbridge/swapbridge/store"
 	"github.com/swapbridge/swapbridge/wire"
 )
 
@@ -51,11 +50,11 @@ func (a *activeBookings) put(uid, id string, committed bool) {
 // reserve takes a place for booking id of uid, or reports false when the
 // user already holds limit active bookings. Before refusing it drops the
 // user's committed bookings that the store no longer holds as active.
-func (a *activeBookings) reserve(st *store.Store, uid, id string) (bool, error) {
+func (a *activeBookings) reserve(lookup func(id string) (wire.Booking, error), uid, id string) (bool, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.limit > 0 && len(a.users[uid]) >= a.limit {
-		if err := a.recheck(st, uid); err != nil {
+		if err := a.recheck(lookup, uid); err != nil {
 			return false, err
 		}
 		if len(a.users[uid]) >= a.limit {
@@ -68,27 +67,26 @@ func (a *activeBookings) reserve(st *store.Store, uid, id string) (bool, error) 
 
 // recheck drops the committed bookings of uid whose stored status is no
 // longer active. a.mu is held.
-func (a *activeBookings) recheck(st *store.Store, uid string) error {
+func (a *activeBookings) recheck(lookup func(id string) (wire.Booking, error), uid string) error {
 	var gone []string
-	err := st.View(func(tx *store.Tx) error {
-		for id, committed := range a.users[uid] {
-			if !committed {
-				continue // its commit is under way
-			}
-			bk, err := getBooking(tx, id)
-			if errors.Is(err, ErrBookingNotFound) {
-				gone = append(gone, id)
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			if !activeStatus(bk.Status) {
-				gone = append(gone, id)
-			}
+	var err error
+	for id, committed := range a.users[uid] {
+		if !committed {
+			continue // its commit is under way
 		}
-		return nil
-	})
+		bk, lerr := lookup(id)
+		if errors.Is(lerr, ErrBookingNotFound) {
+			gone = append(gone, id)
+			continue
+		}
+		if lerr != nil {
+			err = lerr
+			break
+		}
+		if !activeStatus(bk.Status) {
+			gone = append(gone, id)
+		}
+	}
 	for _, id := range gone {
 		a.drop(id)
 	}
@@ -125,12 +123,4 @@ func (a *activeBookings) drop(id string) {
 	if len(set) == 0 {
 		delete(a.users, uid)
 	}
-}
-
-func activeStatus(status string) bool {
-	switch status {
-	case wire.BookingStatusPending, wire.BookingStatusConfirmed, wire.BookingStatusReady:
-		return true
-	}
-	return false
 }

@@ -2,7 +2,6 @@ package bridge
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"testing"
 
@@ -11,13 +10,13 @@ import (
 )
 
 // storedCmdStates returns the stored state of every command by booking id.
-func storedCmdStates(t *testing.T, st *store.Store) map[string]string {
+func storedCmdStates(t *testing.T, st *store.Store) map[string]cmdState {
 	t.Helper()
-	out := map[string]string{}
+	out := map[string]cmdState{}
 	err := st.View(func(tx *store.Tx) error {
 		return tx.Scan(store.KindCommand, "", func(k string, v []byte) bool {
-			var c commandRec
-			if err := json.Unmarshal(v, &c); err != nil {
+			c, err := decodeCommand(v)
+			if err != nil {
 				t.Fatal(err)
 			}
 			out[c.Cmd.BookingID] = c.State

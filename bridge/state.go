@@ -10,10 +10,12 @@ import (
 // maxOldBoots bounds how many superseded boot ids a station remembers.
 const maxOldBoots = 8
 
-// StationState is the bridge's record of one station (stored under
-// store.KindStationState, key = station id). The in-memory copy is a cache of
-// the stored one and changes only after the store committed.
-type StationState struct {
+// stationState is the bridge's record of one station (stored under
+// commitlog.KindStationState, key = station id). The in-memory copy changes
+// when a transition's commit is queued, so it is ahead of the stored one by
+// the station's queued commits, which become durable in order; a failed
+// commit reloads it from the log (engine.go).
+type stationState struct {
 	ID string `json:"id"`
 	// Online: the station's current boot said so (status online or
 	// telemetry) and neither its Will nor the inactivity timeout said
@@ -28,16 +30,16 @@ type StationState struct {
 	Seq          uint64      `json:"seq,omitempty"`
 	LastSeen     time.Time   `json:"seen,omitzero"`
 	OfflineSince time.Time   `json:"off,omitzero"`
-	Slots        []SlotState `json:"slots"`
+	Slots        []slotState `json:"slots"`
 	// Status and Inv are what was last published (station_status and
 	// inventory_update); a change emits an event.
 	Status string         `json:"status"`
 	Inv    wire.Inventory `json:"inv"`
 }
 
-// SlotState is one slot: the last reported hardware state plus the
+// slotState is one slot: the last reported hardware state plus the
 // reservation overlay.
-type SlotState struct {
+type slotState struct {
 	// Known: the station has reported this slot at least once.
 	Known     bool    `json:"k,omitempty"`
 	BatteryID string  `json:"b,omitempty"`
@@ -50,13 +52,13 @@ type SlotState struct {
 	Locked    bool    `json:"lock,omitempty"`
 	Fault     string  `json:"fault,omitempty"`
 	// Res is the active booking holding this slot's battery (zero: none).
-	Res Reservation `json:"res,omitzero"`
+	Res reservation `json:"res,omitzero"`
 }
 
-// Reservation is the overlay an active booking (pending, confirmed or ready)
+// reservation is the overlay an active booking (pending, confirmed or ready)
 // puts on its slot. It mirrors the booking record and changes in the same
 // transaction.
-type Reservation struct {
+type reservation struct {
 	BookingID string `json:"id"`
 	UserID    string `json:"uid"`
 	BatteryID string `json:"b"`
@@ -67,10 +69,10 @@ type Reservation struct {
 	ExpiresAt time.Time `json:"exp"`
 }
 
-func (r *Reservation) active() bool { return r.BookingID != "" }
+func (r *reservation) active() bool { return r.BookingID != "" }
 
 // clone returns a deep copy.
-func (s *StationState) clone() StationState {
+func (s *stationState) clone() stationState {
 	c := *s
 	c.OldBoots = slices.Clone(s.OldBoots)
 	c.Slots = slices.Clone(s.Slots)
@@ -85,21 +87,21 @@ type thresholds struct {
 
 // healthy reports whether the slot holds a battery that may be booked:
 // occupied, closed, locked, no fault, soh above the floor.
-func (t *thresholds) healthy(s *SlotState) bool {
+func (t *thresholds) healthy(s *slotState) bool {
 	return s.BatteryID != "" && s.Door == wire.DoorClosed && s.Locked && s.Fault == "" && s.SoH >= t.minSoH
 }
 
 // ready reports whether the battery would be swappable if it were not
 // reserved (station conditions excluded).
-func (t *thresholds) ready(s *SlotState) bool {
+func (t *thresholds) ready(s *slotState) bool {
 	return t.healthy(s) && s.SoC >= t.readySoC && s.TempC <= t.maxTempC
 }
 
 // up reports whether the station's batteries may be offered at all.
-func up(st *StationState) bool { return st.Online && !st.Maintenance }
+func up(st *stationState) bool { return st.Online && !st.Maintenance }
 
 // swappable is the contract's rule.
-func (t *thresholds) swappable(st *StationState, s *SlotState) bool {
+func (t *thresholds) swappable(st *stationState, s *slotState) bool {
 	return up(st) && !s.Res.active() && t.ready(s)
 }
 
@@ -109,7 +111,7 @@ func (t *thresholds) swappable(st *StationState, s *SlotState) bool {
 // fault; charging = every other battery (occupied, unreserved, no fault,
 // not swappable: still charging, too hot, door open, or the station is
 // offline or in maintenance). The five counts add up to total_slots.
-func (t *thresholds) inventory(st *StationState) wire.Inventory {
+func (t *thresholds) inventory(st *stationState) wire.Inventory {
 	inv := wire.Inventory{TotalSlots: len(st.Slots)}
 	for i := range st.Slots {
 		s := &st.Slots[i]
@@ -132,7 +134,7 @@ func (t *thresholds) inventory(st *StationState) wire.Inventory {
 // statusOf derives the published station status: maintenance (operator)
 // wins, then offline, then faulted (every slot reports a fault), else
 // online.
-func statusOf(st *StationState) string {
+func statusOf(st *stationState) string {
 	switch {
 	case st.Maintenance:
 		return wire.StationMaintenance
@@ -202,8 +204,8 @@ type machine struct {
 }
 
 // newSlots returns n unknown, empty slots.
-func newStation(id string, slots int) StationState {
-	st := StationState{ID: id, Slots: make([]SlotState, slots), Status: wire.StationOffline}
+func newStation(id string, slots int) stationState {
+	st := stationState{ID: id, Slots: make([]slotState, slots), Status: wire.StationOffline}
 	return st
 }
 
@@ -213,7 +215,7 @@ func newStation(id string, slots int) StationState {
 // agent (a status online, or a full telemetry — the first telemetry of a
 // connection is full), and the replaced boot joins OldBoots. Anything else
 // (a partial telemetry or a Will from an unseen boot) is ignored.
-func acceptBoot(st *StationState, bootID string, proof bool) (accept, isNew bool) {
+func acceptBoot(st *stationState, bootID string, proof bool) (accept, isNew bool) {
 	if bootID == st.BootID && bootID != "" {
 		return true, false
 	}
@@ -226,7 +228,7 @@ func acceptBoot(st *StationState, bootID string, proof bool) (accept, isNew bool
 	return true, true
 }
 
-func switchBoot(st *StationState, bootID string) {
+func switchBoot(st *stationState, bootID string) {
 	if st.BootID != "" {
 		st.OldBoots = append(st.OldBoots, st.BootID)
 		if n := len(st.OldBoots); n > maxOldBoots {
@@ -238,7 +240,7 @@ func switchBoot(st *StationState, bootID string) {
 }
 
 // markOnline records a sign of life.
-func markOnline(st *StationState, now time.Time) {
+func markOnline(st *stationState, now time.Time) {
 	st.LastSeen = now
 	if !st.Online {
 		st.Online = true
@@ -247,7 +249,7 @@ func markOnline(st *StationState, now time.Time) {
 }
 
 // markOffline records the station's loss.
-func markOffline(st *StationState, now time.Time) {
+func markOffline(st *stationState, now time.Time) {
 	if st.Online {
 		st.Online = false
 		st.OfflineSince = now
@@ -257,7 +259,7 @@ func markOffline(st *StationState, now time.Time) {
 // status applies a status message (or the Will). A status online of an
 // unseen boot switches to it; a status offline counts only for the current
 // boot.
-func (m *machine) status(prev *StationState, s *wire.Status, now time.Time) (StationState, effects) {
+func (m *machine) status(prev *stationState, s *wire.Status, now time.Time) (stationState, effects) {
 	var eff effects
 	accept, isNew := acceptBoot(prev, s.BootID, s.Online)
 	if !accept {
@@ -281,7 +283,7 @@ func (m *machine) status(prev *StationState, s *wire.Status, now time.Time) (Sta
 // of the current boot are ignored; a gap asks for a snapshot (the message is
 // still applied); a partial message of an unseen boot is ignored and asks
 // for a snapshot.
-func (m *machine) telemetry(prev *StationState, t *wire.Telemetry, now time.Time) (StationState, effects) {
+func (m *machine) telemetry(prev *stationState, t *wire.Telemetry, now time.Time) (stationState, effects) {
 	var eff effects
 	accept, isNew := acceptBoot(prev, t.BootID, t.Full)
 	if !accept {
@@ -314,9 +316,9 @@ func (m *machine) telemetry(prev *StationState, t *wire.Telemetry, now time.Time
 }
 
 // slot applies one reported slot.
-func (m *machine) slot(st *StationState, i int, in *wire.Slot, eff *effects) {
+func (m *machine) slot(st *stationState, i int, in *wire.Slot, eff *effects) {
 	old := st.Slots[i]
-	cur := SlotState{
+	cur := slotState{
 		Known:     true,
 		BatteryID: in.Battery(),
 		SoC:       in.SoC,
@@ -338,7 +340,7 @@ func (m *machine) slot(st *StationState, i int, in *wire.Slot, eff *effects) {
 		case r.active() && r.BatteryID == old.BatteryID && r.Unlocked:
 			eff.event(wire.TypeBatteryCollected, "", wire.BatteryBooked{StationID: st.ID, Slot: slot, BatteryID: old.BatteryID, BookingID: r.BookingID})
 			eff.Bookings = append(eff.Bookings, bookingChange{ID: r.BookingID, Status: wire.BookingStatusCollected, ExpiresAt: r.ExpiresAt})
-			s.Res = Reservation{}
+			s.Res = reservation{}
 		case r.active():
 			eff.event(wire.TypeBatteryRemoved, "", wire.BatteryRemoved{StationID: st.ID, Slot: slot, BatteryID: old.BatteryID, Reason: "reserved battery removed without unlock"})
 			m.fail(st, i, "the reserved battery was removed from the station", eff)
@@ -357,7 +359,7 @@ func (m *machine) slot(st *StationState, i int, in *wire.Slot, eff *effects) {
 
 // end finishes the active booking of slot i with status and reason, notifies
 // its user, clears the overlay and queues a release for the station.
-func (m *machine) end(st *StationState, i int, status, title, reason, level string, eff *effects) {
+func (m *machine) end(st *stationState, i int, status, title, reason, level string, eff *effects) {
 	r := st.Slots[i].Res
 	if !r.active() {
 		return
@@ -365,17 +367,17 @@ func (m *machine) end(st *StationState, i int, status, title, reason, level stri
 	eff.Bookings = append(eff.Bookings, bookingChange{ID: r.BookingID, Status: status, Reason: reason, ExpiresAt: r.ExpiresAt})
 	eff.event(wire.TypeNotification, r.UserID, wire.Notification{Title: title, Message: reason, Level: level, BookingID: r.BookingID})
 	eff.Commands = append(eff.Commands, wire.Command{Action: wire.ActionRelease, Slot: i + 1, BookingID: r.BookingID})
-	st.Slots[i].Res = Reservation{}
+	st.Slots[i].Res = reservation{}
 }
 
-func (m *machine) fail(st *StationState, i int, reason string, eff *effects) {
+func (m *machine) fail(st *stationState, i int, reason string, eff *effects) {
 	m.end(st, i, wire.BookingStatusFailed, "Booking failed", reason, wire.LevelWarning, eff)
 }
 
 // finish derives what follows from any change: confirmed bookings whose
 // battery became swappable turn ready (their hold starts), and a changed
 // station status or inventory is published.
-func (m *machine) finish(st *StationState, eff *effects, now time.Time) {
+func (m *machine) finish(st *stationState, eff *effects, now time.Time) {
 	if up(st) {
 		for i := range st.Slots {
 			s := &st.Slots[i]
@@ -401,7 +403,7 @@ func (m *machine) finish(st *StationState, eff *effects, now time.Time) {
 // pick chooses the battery for a new booking: the highest-soc swappable one,
 // else the highest-soc healthy unreserved one still charging. -1: none.
 // An offline or maintained station offers none.
-func (m *machine) pick(st *StationState) int {
+func (m *machine) pick(st *stationState) int {
 	if !up(st) {
 		return -1
 	}
@@ -421,11 +423,11 @@ func (m *machine) pick(st *StationState) int {
 }
 
 // book reserves slot i for a new pending booking.
-func (m *machine) book(prev *StationState, i int, bookingID, userID string, now time.Time) (StationState, effects) {
+func (m *machine) book(prev *stationState, i int, bookingID, userID string, now time.Time) (stationState, effects) {
 	var eff effects
 	next := prev.clone()
 	s := &next.Slots[i]
-	s.Res = Reservation{
+	s.Res = reservation{
 		BookingID: bookingID, UserID: userID, BatteryID: s.BatteryID,
 		Status: wire.BookingStatusPending, ExpiresAt: now.Add(m.chargeWait),
 	}
@@ -436,7 +438,7 @@ func (m *machine) book(prev *StationState, i int, bookingID, userID string, now 
 }
 
 // findRes returns the slot index holding bookingID, or -1.
-func findRes(st *StationState, bookingID string) int {
+func findRes(st *stationState, bookingID string) int {
 	for i := range st.Slots {
 		if st.Slots[i].Res.BookingID == bookingID {
 			return i
@@ -448,7 +450,7 @@ func findRes(st *StationState, bookingID string) int {
 // reserveAcked applies the station's answer to a reserve: ok confirms the
 // booking (booking_confirmed, then booking_ready at once if the battery is
 // already swappable); a refusal fails it.
-func (m *machine) reserveAcked(prev *StationState, bookingID string, ok bool, errMsg string, now time.Time) (StationState, effects) {
+func (m *machine) reserveAcked(prev *stationState, bookingID string, ok bool, errMsg string, now time.Time) (stationState, effects) {
 	var eff effects
 	i := findRes(prev, bookingID)
 	if i < 0 || prev.Slots[i].Res.Status != wire.BookingStatusPending {
@@ -463,7 +465,7 @@ func (m *machine) reserveAcked(prev *StationState, bookingID string, ok bool, er
 			reason += ": " + errMsg
 		}
 		bid, uid, exp := r.BookingID, r.UserID, r.ExpiresAt
-		next.Slots[i].Res = Reservation{}
+		next.Slots[i].Res = reservation{}
 		eff.Bookings = append(eff.Bookings, bookingChange{ID: bid, Status: wire.BookingStatusFailed, Reason: reason, ExpiresAt: exp})
 		eff.event(wire.TypeNotification, uid, wire.Notification{Title: "Booking failed", Message: reason, Level: wire.LevelWarning, BookingID: bid})
 		m.finish(&next, &eff, now)
@@ -483,7 +485,7 @@ func (m *machine) reserveAcked(prev *StationState, bookingID string, ok bool, er
 
 // reserveTimedOut fails a booking whose reserve was never acknowledged; a
 // release is queued in case the station did reserve.
-func (m *machine) reserveTimedOut(prev *StationState, bookingID string, now time.Time) (StationState, effects) {
+func (m *machine) reserveTimedOut(prev *stationState, bookingID string, now time.Time) (stationState, effects) {
 	var eff effects
 	i := findRes(prev, bookingID)
 	if i < 0 || prev.Slots[i].Res.Status != wire.BookingStatusPending {
@@ -497,7 +499,7 @@ func (m *machine) reserveTimedOut(prev *StationState, bookingID string, now time
 }
 
 // cancel ends an active booking at the user's request.
-func (m *machine) cancel(prev *StationState, bookingID string, now time.Time) (StationState, effects, bool) {
+func (m *machine) cancel(prev *stationState, bookingID string, now time.Time) (stationState, effects, bool) {
 	var eff effects
 	i := findRes(prev, bookingID)
 	if i < 0 {
@@ -507,7 +509,7 @@ func (m *machine) cancel(prev *StationState, bookingID string, now time.Time) (S
 	r := next.Slots[i].Res
 	eff.Bookings = append(eff.Bookings, bookingChange{ID: r.BookingID, Status: wire.BookingStatusCancelled, Reason: "cancelled by the user", ExpiresAt: r.ExpiresAt})
 	eff.Commands = append(eff.Commands, wire.Command{Action: wire.ActionRelease, Slot: i + 1, BookingID: r.BookingID})
-	next.Slots[i].Res = Reservation{}
+	next.Slots[i].Res = reservation{}
 	m.finish(&next, &eff, now)
 	return next, eff, true
 }
@@ -515,7 +517,7 @@ func (m *machine) cancel(prev *StationState, bookingID string, now time.Time) (S
 // collect marks a ready booking's slot unlocked and queues the unlock. Only
 // ready bookings may be collected; collect may be repeated (a door that
 // closed again with the battery inside).
-func (m *machine) collect(prev *StationState, bookingID string, now time.Time) (StationState, effects, bool) {
+func (m *machine) collect(prev *stationState, bookingID string, now time.Time) (stationState, effects, bool) {
 	var eff effects
 	i := findRes(prev, bookingID)
 	if i < 0 || prev.Slots[i].Res.Status != wire.BookingStatusReady {
@@ -535,7 +537,7 @@ func (m *machine) collect(prev *StationState, bookingID string, now time.Time) (
 // timeout has passed, or an active reservation has reached its expiry or
 // its station's offline limit. When it reports false, timers returns st
 // unchanged with no effects (st was finished by the commit that stored it).
-func (m *machine) timersDue(st *StationState, now time.Time, offlineAfter, offlineFail time.Duration) bool {
+func (m *machine) timersDue(st *stationState, now time.Time, offlineAfter, offlineFail time.Duration) bool {
 	if st.Online && !st.LastSeen.IsZero() && now.Sub(st.LastSeen) >= offlineAfter {
 		return true
 	}
@@ -554,7 +556,7 @@ func (m *machine) timersDue(st *StationState, now time.Time, offlineAfter, offli
 	return false
 }
 
-func (m *machine) timers(prev *StationState, now time.Time, offlineAfter, offlineFail time.Duration) (StationState, effects) {
+func (m *machine) timers(prev *stationState, now time.Time, offlineAfter, offlineFail time.Duration) (stationState, effects) {
 	var eff effects
 	next := prev.clone()
 	if next.Online && !next.LastSeen.IsZero() && now.Sub(next.LastSeen) >= offlineAfter {
@@ -584,7 +586,7 @@ func (m *machine) timers(prev *StationState, now time.Time, offlineAfter, offlin
 }
 
 // setMaintenance applies the operator's status.
-func (m *machine) setMaintenance(prev *StationState, on bool, now time.Time) (StationState, effects) {
+func (m *machine) setMaintenance(prev *stationState, on bool, now time.Time) (stationState, effects) {
 	var eff effects
 	next := prev.clone()
 	next.Maintenance = on

@@ -54,7 +54,7 @@ func statuses(eff effects) []string {
 
 // online4 is station S1 with 4 slots after boot A's first full telemetry:
 // slot 1 B1 at 95, slot 2 B2 at 50 (charging), slot 3 B3 at 92, slot 4 empty.
-func online4(t *testing.T, m *machine) StationState {
+func online4(t *testing.T, m *machine) stationState {
 	t.Helper()
 	st := newStation("S1", 4)
 	st.Inv = m.inventory(&st)
@@ -70,7 +70,7 @@ func online4(t *testing.T, m *machine) StationState {
 }
 
 // booked returns online4 with slot 1 (B1) booked as "bk1" by "u1", acked.
-func booked(t *testing.T, m *machine) StationState {
+func booked(t *testing.T, m *machine) stationState {
 	t.Helper()
 	st := online4(t, m)
 	if i := m.pick(&st); i != 0 {
@@ -100,25 +100,25 @@ func TestTelemetryRules(t *testing.T) {
 	m := testMachine()
 	cases := []struct {
 		name     string
-		prep     func(st StationState) StationState
+		prep     func(st stationState) stationState
 		tel      *wire.Telemetry
 		ignored  bool
 		snapshot bool
 		events   []string
-		check    func(t *testing.T, st StationState)
+		check    func(t *testing.T, st stationState)
 	}{
 		{
 			name: "duplicate seq is ignored", tel: telem("A", 1, false, slotOf(4, "B9", 99)),
 			ignored: true,
 		},
 		{
-			name: "older seq of the current boot is ignored", prep: func(st StationState) StationState { st.Seq = 7; return st },
+			name: "older seq of the current boot is ignored", prep: func(st stationState) stationState { st.Seq = 7; return st },
 			tel: telem("A", 6, false, slotOf(4, "B9", 99)), ignored: true,
 		},
 		{
 			name: "next seq applies: battery added", tel: telem("A", 2, false, slotOf(4, "B9", 99)),
 			events: []string{wire.TypeBatteryAdded, wire.TypeInventoryUpdate},
-			check: func(t *testing.T, st StationState) {
+			check: func(t *testing.T, st stationState) {
 				if st.Seq != 2 || st.Slots[3].BatteryID != "B9" || st.Inv.AvailableBatteries != 3 {
 					t.Fatalf("state = seq %d slot4 %q inv %+v", st.Seq, st.Slots[3].BatteryID, st.Inv)
 				}
@@ -127,7 +127,7 @@ func TestTelemetryRules(t *testing.T) {
 		{
 			name: "gap in a partial telemetry applies and asks for a snapshot", tel: telem("A", 5, false, slotOf(2, "B2", 60)),
 			snapshot: true,
-			check: func(t *testing.T, st StationState) {
+			check: func(t *testing.T, st stationState) {
 				if st.Seq != 5 || st.Slots[1].SoC != 60 {
 					t.Fatalf("not applied: seq %d soc %v", st.Seq, st.Slots[1].SoC)
 				}
@@ -150,7 +150,7 @@ func TestTelemetryRules(t *testing.T) {
 		},
 		{
 			name: "a full telemetry of a new boot takes over", tel: telem("B", 1, true, slotOf(1, "B1", 95), slotOf(2, "B2", 50), slotOf(3, "B3", 92), slotOf(4, "", 0)),
-			check: func(t *testing.T, st StationState) {
+			check: func(t *testing.T, st stationState) {
 				if st.BootID != "B" || !slices.Equal(st.OldBoots, []string{"A"}) || st.Seq != 1 {
 					t.Fatalf("boot %q old %v seq %d", st.BootID, st.OldBoots, st.Seq)
 				}
@@ -158,14 +158,14 @@ func TestTelemetryRules(t *testing.T) {
 		},
 		{
 			name: "telemetry of a superseded boot never overwrites newer state (reordered across a reconnect)",
-			prep: func(st StationState) StationState {
+			prep: func(st stationState) stationState {
 				st.OldBoots = []string{"Z"}
 				return st
 			},
 			tel: telem("Z", 99, true, slotOf(1, "", 0)), ignored: true,
 		},
 		{
-			name: "telemetry marks an offline station online", prep: func(st StationState) StationState {
+			name: "telemetry marks an offline station online", prep: func(st stationState) stationState {
 				st.Online = false
 				st.OfflineSince = t0
 				st.Status = wire.StationOffline
@@ -179,7 +179,7 @@ func TestTelemetryRules(t *testing.T) {
 			name: "all slots faulted: the station is faulted", tel: telem("A", 2, false,
 				withFault(slotOf(1, "B1", 95)), withFault(slotOf(2, "B2", 50)), withFault(slotOf(3, "B3", 92)), withFault(slotOf(4, "", 0))),
 			events: []string{wire.TypeStationStatus, wire.TypeInventoryUpdate},
-			check: func(t *testing.T, st StationState) {
+			check: func(t *testing.T, st stationState) {
 				if st.Status != wire.StationFaulted || st.Inv.FaultedSlots != 4 {
 					t.Fatalf("status %s inv %+v", st.Status, st.Inv)
 				}
@@ -507,7 +507,7 @@ func TestTimersDue(t *testing.T) {
 	const offlineAfter, offlineFail = 3 * time.Minute, 10 * time.Minute
 	// offline is st after its station went offline at at, finished as a
 	// commit stores it.
-	offline := func(st StationState, at time.Time) StationState {
+	offline := func(st stationState, at time.Time) stationState {
 		st = st.clone()
 		markOffline(&st, at)
 		var eff effects
@@ -516,7 +516,7 @@ func TestTimersDue(t *testing.T) {
 	}
 	fresh := newStation("S0", 4)
 	fresh.Inv = m.inventory(&fresh) // as the bridge creates it
-	states := map[string]StationState{
+	states := map[string]stationState{
 		"new":            fresh,
 		"online":         online4(t, m),
 		"booked":         booked(t, m),
@@ -535,7 +535,7 @@ func TestTimersDue(t *testing.T) {
 	}
 	for _, c := range []struct {
 		name string
-		st   StationState
+		st   stationState
 		at   time.Duration
 	}{
 		{"liveness", online4(t, m), offlineAfter},

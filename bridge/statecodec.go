@@ -42,7 +42,7 @@ const (
 var errStateRecord = errors.New("corrupt station state record")
 
 // appendState appends st's record to dst.
-func appendState(dst []byte, st *StationState) []byte {
+func appendState(dst []byte, st *stationState) []byte {
 	dst = append(dst, stateCodecV1)
 	var fl byte
 	if st.Online {
@@ -79,7 +79,7 @@ func appendState(dst []byte, st *StationState) []byte {
 		if s.Locked {
 			fl |= 4
 		}
-		res := s.Res != (Reservation{})
+		res := s.Res != (reservation{})
 		if res {
 			fl |= 8
 		}
@@ -127,19 +127,19 @@ func appendTime(dst []byte, t time.Time) []byte {
 }
 
 // decodeState reads a station state record in either format into st.
-func decodeState(raw []byte, st *StationState) error {
+func decodeState(raw []byte, st *stationState) error {
 	for len(raw) > 0 && (raw[0] == ' ' || raw[0] == '\t' || raw[0] == '\n' || raw[0] == '\r') {
 		raw = raw[1:]
 	}
 	if len(raw) > 0 && raw[0] == '{' {
-		*st = StationState{}
+		*st = stationState{}
 		return json.Unmarshal(raw, st)
 	}
 	d := stateDecoder{b: raw}
 	if d.byte() != stateCodecV1 {
 		return fmt.Errorf("%w: unknown format", errStateRecord)
 	}
-	var out StationState
+	var out stationState
 	fl := d.byte()
 	out.Online, out.Maintenance = fl&1 != 0, fl&2 != 0
 	out.ID = d.str()
@@ -158,7 +158,7 @@ func decodeState(raw []byte, st *StationState) error {
 	for _, p := range [...]*int{&inv.AvailableBatteries, &inv.BookedBatteries, &inv.ChargingBatteries, &inv.EmptySlots, &inv.FaultedSlots, &inv.TotalSlots} {
 		*p = int(d.count(math.MaxInt32))
 	}
-	out.Slots = make([]SlotState, d.count(maxDecodedSlots))
+	out.Slots = make([]slotState, d.count(maxDecodedSlots))
 	for i := range out.Slots {
 		s := &out.Slots[i]
 		fl := d.byte()

@@ -11,38 +11,38 @@ import (
 	"github.com/swapbridge/swapbridge/wire"
 )
 
-func fullState() StationState {
+func fullState() stationState {
 	t0 := time.Date(2026, 11, 26, 10, 0, 0, 123456789, time.UTC)
-	st := StationState{
+	st := stationState{
 		ID: "S-1", Online: true, Maintenance: true, BootID: "boot-3",
 		OldBoots: []string{"boot-1", "boot-2"}, Seq: 1<<40 + 7,
 		LastSeen: t0, OfflineSince: t0.Add(-time.Hour),
 		Status: wire.StationMaintenance,
 		Inv:    wire.Inventory{AvailableBatteries: 1, BookedBatteries: 1, ChargingBatteries: 1, EmptySlots: 1, FaultedSlots: 1, TotalSlots: 5},
-		Slots: []SlotState{
+		Slots: []slotState{
 			{},
 			{Known: true, BatteryID: "B-1", SoC: 95, SoH: 97.25, TempC: 31.2, VoltageV: 52.1, Charging: true, Door: wire.DoorClosed, Locked: true},
 			{Known: true, BatteryID: "B-2", SoC: 87.5, SoH: 70, TempC: -4.1, VoltageV: 0.1, Door: wire.DoorOpen, Fault: "overheat ✓ \"x\""},
 			{Known: true, BatteryID: "B-3", SoC: math.SmallestNonzeroFloat64, SoH: math.MaxFloat64, Locked: true,
-				Res: Reservation{BookingID: "bk-1", UserID: "u-1", BatteryID: "B-3", Status: "ready", Unlocked: true, ExpiresAt: t0.Add(15 * time.Minute)}},
-			{Known: true, Res: Reservation{BookingID: "bk-2", Status: "pending"}},
+				Res: reservation{BookingID: "bk-1", UserID: "u-1", BatteryID: "B-3", Status: "ready", Unlocked: true, ExpiresAt: t0.Add(15 * time.Minute)}},
+			{Known: true, Res: reservation{BookingID: "bk-2", Status: "pending"}},
 		},
 	}
 	return st
 }
 
 func TestStateCodecRoundTrip(t *testing.T) {
-	cases := map[string]StationState{
+	cases := map[string]stationState{
 		"full":  fullState(),
 		"new":   newStation("S-2", 12),
-		"empty": {ID: "S-3", Slots: []SlotState{}},
+		"empty": {ID: "S-3", Slots: []slotState{}},
 		"pre-1970 time": {ID: "S-4", LastSeen: time.Date(1900, 1, 1, 0, 0, 0, 1, time.UTC),
-			Slots: []SlotState{}},
+			Slots: []slotState{}},
 	}
 	for name, st := range cases {
 		t.Run(name, func(t *testing.T) {
 			raw := appendState(nil, &st)
-			var got StationState
+			var got stationState
 			if err := decodeState(raw, &got); err != nil {
 				t.Fatalf("decode: %v", err)
 			}
@@ -60,7 +60,7 @@ func TestStateCodecReadsJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got StationState
+	var got stationState
 	if err := decodeState(append([]byte(" \n"), raw...), &got); err != nil {
 		t.Fatalf("decode JSON: %v", err)
 	}
@@ -73,7 +73,7 @@ func TestStateCodecReadsJSON(t *testing.T) {
 func TestStateCodecSize(t *testing.T) {
 	st := newStation("S-1", 12)
 	for i := range st.Slots {
-		st.Slots[i] = SlotState{Known: true, BatteryID: "B-1234", SoC: 87.5, SoH: 97, TempC: 31.2, VoltageV: 52.1, Door: wire.DoorClosed, Locked: true}
+		st.Slots[i] = slotState{Known: true, BatteryID: "B-1234", SoC: 87.5, SoH: 97, TempC: 31.2, VoltageV: 52.1, Door: wire.DoorClosed, Locked: true}
 	}
 	j, _ := json.Marshal(&st)
 	b := appendState(nil, &st)
@@ -85,7 +85,7 @@ func TestStateCodecSize(t *testing.T) {
 func TestStateCodecCorrupt(t *testing.T) {
 	good := appendState(nil, new(fullState()))
 	for i := range len(good) {
-		var st StationState
+		var st stationState
 		err := decodeState(good[:i], &st)
 		if err == nil {
 			t.Fatalf("truncated to %d bytes: no error", i)
@@ -94,10 +94,10 @@ func TestStateCodecCorrupt(t *testing.T) {
 			t.Fatalf("truncated to %d bytes: %v, want errStateRecord", i, err)
 		}
 	}
-	if err := decodeState(append(good, 0), new(StationState)); !errors.Is(err, errStateRecord) {
+	if err := decodeState(append(good, 0), new(stationState)); !errors.Is(err, errStateRecord) {
 		t.Fatalf("trailing byte: %v", err)
 	}
-	if err := decodeState([]byte{0x7f, 0}, new(StationState)); !errors.Is(err, errStateRecord) {
+	if err := decodeState([]byte{0x7f, 0}, new(stationState)); !errors.Is(err, errStateRecord) {
 		t.Fatalf("unknown format: %v", err)
 	}
 }
@@ -108,14 +108,14 @@ func FuzzDecodeState(f *testing.F) {
 	j, _ := json.Marshal(new(fullState()))
 	f.Add(j)
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		var st StationState
+		var st stationState
 		if decodeState(raw, &st) != nil || len(raw) == 0 || raw[0] != stateCodecV1 {
 			return
 		}
 		// What decodes re-encodes to a record that decodes to the same
 		// state (compared by its encoding: floats bit for bit, NaN too).
 		again := appendState(nil, &st)
-		var st2 StationState
+		var st2 stationState
 		if err := decodeState(again, &st2); err != nil {
 			t.Fatalf("re-encoded record does not decode: %v", err)
 		}

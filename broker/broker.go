@@ -128,12 +128,11 @@ type Config struct {
 	PublishBurst int
 	PublishWait  time.Duration
 	// PipelineDepth is how many QoS 1 publishes of one connection may be
-	// in the Handler at once when it is a PipelineHandler: the connection
-	// is read on while earlier publishes are committed, and their PUBACKs
-	// are written in order as each is done. A connection with this many
-	// unacknowledged publishes is not read until the oldest is done.
-	// 0 → ReceiveMaximum; negative: one at a time, each acknowledged
-	// before the next is read (as with a plain Handler).
+	// in the Handler at once: the connection is read on while earlier
+	// publishes are committed, and their PUBACKs are written in order as
+	// each is done. A connection with this many unacknowledged publishes
+	// is not read until the oldest is done. 0 → ReceiveMaximum; negative
+	// → 1 (each publish acknowledged before the next is read).
 	PipelineDepth int
 
 	// NotFound is the error (matched with errors.Is) the Credentials return
@@ -163,15 +162,22 @@ type Credentials interface {
 // Handler receives station publishes that passed auth and ACL. It is
 // implemented by the bridge.
 type Handler interface {
-	// HandlePublish runs synchronously on the publishing client's goroutine,
-	// BEFORE the PUBACK is sent. An error wrapping wire.ErrBadPayload means
-	// the message can never be applied: it is acknowledged (MQTT 5 QoS 1:
-	// PUBACK 0x99), dropped and counted, and the connection stays up, so one
-	// malformed message cannot wedge a station that would resend it forever.
-	// Any other error means: do not acknowledge, drop the packet, and
-	// disconnect the client, so that it resends after reconnecting. kind is
-	// status, telemetry or ack. payload must not be modified; it may be kept.
-	HandlePublish(sid string, kind wire.TopicKind, payload []byte) error
+	// HandlePublish is called on the publishing client's goroutine, one
+	// message of a connection at a time, in the order received, BEFORE the
+	// PUBACK is sent; it must not wait for the message to be durable. A
+	// returned error wrapping wire.ErrBadPayload means the message can
+	// never be applied: it is acknowledged (MQTT 5 QoS 1: PUBACK 0x99),
+	// dropped and counted, and the connection stays up, so one malformed
+	// message cannot wedge a station that would resend it forever. Any
+	// other returned error means: do not acknowledge, drop the packet, and
+	// disconnect the client, so that it resends after reconnecting; done is
+	// then never called. Otherwise done is called exactly once (possibly
+	// before HandlePublish returns, possibly on another goroutine; it does
+	// not block): nil when the message may be acknowledged, or an error for
+	// which neither it nor any later publish of the connection may be (the
+	// connection is closed). kind is status, telemetry or ack. payload must
+	// not be modified; it may be kept.
+	HandlePublish(sid string, kind wire.TopicKind, payload []byte, done func(error)) error
 	// StationConnected / StationDisconnected report a station's MQTT session
 	// going up / down. Must not block.
 	StationConnected(sid string)
@@ -186,9 +192,6 @@ type Broker struct {
 	creds   *credCache
 	m       *metrics
 	handler Handler // set before Start, read-only afterwards
-	// pipe is handler as a PipelineHandler when it is one and pipelining
-	// is on (Config.PipelineDepth > 0); nil otherwise. Set with handler.
-	pipe PipelineHandler
 
 	tcp, tls *listener
 
@@ -306,6 +309,9 @@ func (c *Config) fill() error {
 	if c.PipelineDepth == 0 {
 		c.PipelineDepth = c.ReceiveMaximum
 	}
+	if c.PipelineDepth < 0 {
+		c.PipelineDepth = 1
+	}
 	if err := def(&c.MaxInflight, DefaultMaxInflight, "max inflight", math.MaxUint16); err != nil {
 		return err
 	}
@@ -383,10 +389,6 @@ func (b *Broker) SetHandler(h Handler) {
 	defer b.stateMu.Unlock()
 	if !b.started {
 		b.handler = h
-		b.pipe = nil
-		if ph, ok := h.(PipelineHandler); ok && b.cfg.PipelineDepth > 0 {
-			b.pipe = ph
-		}
 	}
 }
 

@@ -53,10 +53,10 @@
 //
 // # Handler
 //
-// The bridge implements Handler. HandlePublish runs synchronously on the
-// publishing connection's goroutine before the PUBACK is written, so a QoS 1
-// publish is acknowledged only after the handler returned nil. If it returns
-// an error, the packet is not acknowledged, not delivered and not retained,
+// The bridge implements Handler. HandlePublish is called on the publishing
+// connection's goroutine and reports through its done callback when the
+// message's effects are durable; a QoS 1 publish is acknowledged only after
+// its done(nil). If it returns an error, or done reports one, the packet is not acknowledged, not delivered and not retained,
 // and the connection is closed (MQTT 5 clients first get a DISCONNECT with
 // reason 0x83); the station resends the message after reconnecting. Such a
 // disconnect does not publish the station's Will. The exception is an error
@@ -69,13 +69,12 @@
 //
 // # Pipelining
 //
-// When the Handler is also a PipelineHandler (the bridge is) and
-// Config.PipelineDepth is not negative, a station's QoS 1 publishes that are
-// not retained (its telemetry and acks) do not wait for their commit: the
-// hook submits each to SubmitPublish and returns at once, so mochi reads the
-// connection's next packet while earlier ones are committed, and mochi
-// itself writes nothing for them. The connection's ackQueue writes their
-// PUBACKs once SubmitPublish reports each done, strictly in the order the
+// A station's QoS 1 publishes that are not retained (its telemetry and
+// acks) do not wait for their commit: the hook hands each to HandlePublish
+// and returns at once, so mochi reads the connection's next packet while
+// earlier ones are committed, and mochi itself writes nothing for them. The
+// connection's ackQueue writes their PUBACKs once the Handler reports each
+// done, strictly in the order the
 // publishes arrived [MQTT-4.6.0-2], through mochi's own write path (so they
 // stay in order with the PUBACKs mochi writes). At most PipelineDepth
 // publishes of a connection are in the handler at once; the next waits (the
@@ -83,8 +82,9 @@
 // one publish closes the connection with no PUBACK for it or any later
 // publish, as above; a bad payload gets its PUBACK (0x99 under MQTT 5) in
 // its turn. A retained or QoS 0 publish (the status) first waits until every
-// earlier PUBACK is written and then takes the synchronous path, so mochi
-// retains it and acknowledges it after them. The guarantee is unchanged: a
+// earlier PUBACK is written, then for its own done, so mochi retains it and
+// acknowledges it after them. PipelineDepth is a limit, not a mode: a
+// negative one is 1. The guarantee is unchanged: a
 // PUBACK is written only after the message's effects are durable.
 //
 // A station's Will (its status topic, {"online":false,...}) is delivered to

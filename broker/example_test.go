@@ -25,8 +25,9 @@ func (s stations) StationSecretHash(sid string) ([32]byte, error) {
 // bridge is a Handler.
 type bridge struct{}
 
-func (bridge) HandlePublish(sid string, kind wire.TopicKind, payload []byte) error {
-	log.Printf("%s %s: %s", sid, kind, payload) // store it durably, then return nil
+func (bridge) HandlePublish(sid string, kind wire.TopicKind, payload []byte, done func(error)) error {
+	log.Printf("%s %s: %s", sid, kind, payload)
+	done(nil) // once it is durably stored: the PUBACK goes out then
 	return nil
 }
 func (bridge) StationConnected(sid string)    {}

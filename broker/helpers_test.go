@@ -74,12 +74,15 @@ type recorder struct {
 
 func newRecorder() *recorder { return &recorder{events: make(chan event, 4096)} }
 
-func (r *recorder) HandlePublish(sid string, kind wire.TopicKind, payload []byte) error {
+func (r *recorder) HandlePublish(sid string, kind wire.TopicKind, payload []byte, done func(error)) error {
 	n := int(r.n.Add(1))
 	r.events <- event{"publish", sid, kind, string(payload)}
 	if r.fail != nil {
-		return r.fail(n, sid, kind, payload)
+		if err := r.fail(n, sid, kind, payload); err != nil {
+			return err
+		}
 	}
+	done(nil)
 	return nil
 }
 func (r *recorder) StationConnected(sid string)    { r.events <- event{what: "up", sid: sid} }

@@ -108,13 +108,16 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	return false
 }
 
-// OnPublish hands a station publish to the Handler before mochi
-// acknowledges it. Returning ErrRejectPacket makes mochi drop the packet
-// without PUBACK, retain or delivery; the connection is closed first, so
-// the station resends after reconnecting. With a PipelineHandler, a QoS 1
-// publish that is not retained goes to the connection's ackQueue instead:
-// it is submitted, mochi is told to drop it (ErrRejectPacket), and the
-// queue writes its PUBACK once the handler reports it done.
+// OnPublish hands a station publish to the Handler before it is
+// acknowledged. A QoS 1 publish that is not retained goes to the
+// connection's ackQueue: it is handed over, mochi is told to drop it
+// (ErrRejectPacket: no PUBACK, no delivery), and the queue writes its
+// PUBACK once the handler reports it done, in arrival order, while the
+// connection is read on. Any other publish (the retained status, QoS 0)
+// waits for the ones before it to be acknowledged and for its own done,
+// then mochi acknowledges (and retains) it when the hook returns.
+// Returning ErrRejectPacket after closing the connection makes the
+// station resend.
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline {
 		return pk, nil
@@ -135,8 +138,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if !h.b.limitPublish(cl) {
 		return pk, packets.ErrRejectPacket
 	}
-	hd := h.b.handler
-	if hd == nil {
+	if h.b.handler == nil {
 		return pk, nil
 	}
 	if tc, ok := cl.Net.Conn.(*trackedConn); ok && tc.acks != nil {
@@ -149,7 +151,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 			return pk, packets.ErrRejectPacket
 		}
 	}
-	if err := hd.HandlePublish(sid, kind, pk.Payload); err != nil {
+	if err := h.b.handleAndWait(sid, kind, pk.Payload); err != nil {
 		if h.b.badPayload(sid, kind, err) {
 			// Resending cannot fix it: acknowledge, drop, keep the station.
 			if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
@@ -162,6 +164,16 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		return pk, packets.ErrRejectPacket
 	}
 	return pk, nil
+}
+
+// handleAndWait hands a publish to the Handler and waits until it is done
+// (for the publishes mochi acknowledges itself, and the Will).
+func (b *Broker) handleAndWait(sid string, kind wire.TopicKind, payload []byte) error {
+	ch := make(chan error, 1)
+	if err := b.handler.HandlePublish(sid, kind, payload, func(err error) { ch <- err }); err != nil {
+		return err
+	}
+	return <-ch
 }
 
 // limitPublish makes a publish of cl wait its turn in the station's
@@ -212,8 +224,7 @@ func (b *Broker) notAccepted(sid string, kind wire.TopicKind, err error) {
 // mochi, to the Handler if the connection it belongs to is still the
 // station's live one.
 func (h *hook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
-	hd := h.b.handler
-	if cl.Net.Inline || hd == nil || h.b.closing.Load() {
+	if cl.Net.Inline || h.b.handler == nil || h.b.closing.Load() {
 		return
 	}
 	sid, kind, ok := wire.ParseTopic(pk.TopicName)
@@ -231,7 +242,7 @@ func (h *hook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
 	if _, ok := replacedBy(cl); !current || ok {
 		return // the station is back on a newer connection: no offline
 	}
-	if err := hd.HandlePublish(sid, kind, pk.Payload); err != nil {
+	if err := h.b.handleAndWait(sid, kind, pk.Payload); err != nil {
 		h.b.m.handlerErrors.Inc()
 		h.b.log.Warn("station will not accepted", "station", sid, "kind", string(kind), "error", err)
 	}
@@ -245,7 +256,7 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	}
 	if tc, ok := cl.Net.Conn.(*trackedConn); ok {
 		tc.established.Store(true)
-		if h.b.pipe != nil {
+		if h.b.handler != nil {
 			tc.acks = newAckQueue(h.b, cl, h.b.cfg.PipelineDepth)
 		}
 	}

@@ -204,7 +204,7 @@ type trackedConn struct {
 
 	// acks orders the PUBACKs of pipelined publishes; set when the session
 	// is established (on the connection's reader, before any publish is
-	// read) if the handler is a PipelineHandler and pipelining is on.
+	// read) when the broker has a Handler.
 	acks *ackQueue
 }
 

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"sync"
+	"sync/atomic"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -9,23 +10,12 @@ import (
 	"github.com/swapbridge/swapbridge/wire"
 )
 
-// PipelineHandler is a Handler that can take a station's messages without
-// the broker waiting for each to be durable. With it, the broker keeps
-// reading a connection while earlier QoS 1 publishes are being committed,
-// and writes their PUBACKs itself, in the order the publishes arrived, as
-// each is reported done. A failure reported to done closes the connection
-// with no PUBACK for that publish or any later one, exactly as an error
-// from HandlePublish does.
-type PipelineHandler interface {
-	Handler
-	// SubmitPublish is called on the connection's reader, one message at a
-	// time, in the order received. A returned error means what it means for
-	// HandlePublish, and done is never called. Otherwise done is called
-	// exactly once (possibly before SubmitPublish returns, possibly on
-	// another goroutine): nil when the message may be acknowledged, or the
-	// error for which it must not be. done does not block.
-	SubmitPublish(sid string, kind wire.TopicKind, payload []byte, done func(error)) error
-}
+// Pipelined publishes: the broker keeps reading a connection while its
+// earlier QoS 1 publishes are in the Handler, and writes their PUBACKs
+// itself, in the order the publishes arrived, as each is reported done. A
+// failure reported to done closes the connection with no PUBACK for that
+// publish or any later one, exactly as an error returned by HandlePublish
+// does.
 
 // Acknowledgement states of a pipelined publish.
 const (
@@ -131,6 +121,8 @@ func (q *ackQueue) complete(n uint64, ack uint8, sid string, kind wire.TopicKind
 		q.signal()
 		q.mu.Unlock()
 		q.b.notAccepted(sid, kind, err)
+		// The station will resend: the disconnect is not its Will's.
+		atomic.StoreUint32(&q.cl.Properties.Will.Flag, 0)
 		// Not on the caller's goroutine: it may be the store's committer.
 		q.b.goBackground(func() { q.b.dropClient(q.cl, packets.ErrImplementationSpecificError) })
 		return
@@ -193,7 +185,7 @@ func (q *ackQueue) flush() {
 	}
 }
 
-// pipelined hands a QoS 1 station publish to the PipelineHandler and
+// pipelined hands a QoS 1 station publish to the Handler and
 // queues its PUBACK. It always returns ErrRejectPacket: mochi writes
 // nothing and delivers nothing for it.
 func (h *hook) pipelined(q *ackQueue, sid string, kind wire.TopicKind, pk packets.Packet) error {
@@ -201,7 +193,7 @@ func (h *hook) pipelined(q *ackQueue, sid string, kind wire.TopicKind, pk packet
 	if !ok {
 		return packets.ErrRejectPacket
 	}
-	err := h.b.pipe.SubmitPublish(sid, kind, pk.Payload, func(err error) {
+	err := h.b.handler.HandlePublish(sid, kind, pk.Payload, func(err error) {
 		q.complete(n, ackSuccess, sid, kind, err)
 	})
 	switch {

@@ -16,7 +16,7 @@ import (
 	"github.com/swapbridge/swapbridge/wire"
 )
 
-// submission is one SubmitPublish call whose done the test holds.
+// submission is one HandlePublish call whose done the test holds.
 type submission struct {
 	sid     string
 	kind    wire.TopicKind
@@ -24,14 +24,14 @@ type submission struct {
 	done    func(error)
 }
 
-// holder is a PipelineHandler that hands every submitted publish to the
-// test and reports it done only when the test says so. HandlePublish
-// and the session calls go to the embedded recorder.
+// holder is a Handler that hands every telemetry and ack to the test and
+// reports it done only when the test says so. Statuses and the session
+// calls go to the embedded recorder (done at once).
 type holder struct {
 	*recorder
 	subs      chan submission
 	submitted atomic.Int64
-	// reject, when set, is returned synchronously by SubmitPublish for
+	// reject, when set, is returned synchronously by HandlePublish for
 	// the payloads it picks (done is then not held).
 	reject func(payload string) error
 }
@@ -40,7 +40,10 @@ func newHolder() *holder {
 	return &holder{recorder: newRecorder(), subs: make(chan submission, 256)}
 }
 
-func (h *holder) SubmitPublish(sid string, kind wire.TopicKind, payload []byte, done func(error)) error {
+func (h *holder) HandlePublish(sid string, kind wire.TopicKind, payload []byte, done func(error)) error {
+	if kind == wire.KindStatus {
+		return h.recorder.HandlePublish(sid, kind, payload, done)
+	}
 	h.submitted.Add(1)
 	if h.reject != nil {
 		if err := h.reject(string(payload)); err != nil {
@@ -57,10 +60,10 @@ func (h *holder) SubmitPublish(sid string, kind wire.TopicKind, payload []byte, 
 	return nil
 }
 
-// submitted waits for the next SubmitPublish call.
+// next waits for the next held HandlePublish call.
 func (h *holder) next(t *testing.T) submission {
 	t.Helper()
-	return within(t, h.subs, "a SubmitPublish call")
+	return within(t, h.subs, "a HandlePublish call")
 }
 
 // quiet checks that ch gets nothing for a short while: a negative check
@@ -320,7 +323,7 @@ func TestPipelineFailureClosesWithoutLaterPubacks(t *testing.T) {
 	}
 }
 
-// A payload SubmitPublish rejects as bad is acknowledged (MQTT 5: reason
+// A payload HandlePublish rejects as bad is acknowledged (MQTT 5: reason
 // 0x99) in its turn and the connection stays.
 func TestPipelineBadPayload(t *testing.T) {
 	for _, tc := range []struct {
@@ -363,15 +366,15 @@ func TestPipelineBadPayload(t *testing.T) {
 				t.Errorf("handler_errors_total = %v, want 0", got)
 			}
 			if got := h.submitted.Load(); got != 4 {
-				t.Errorf("SubmitPublish calls = %d, want 4", got)
+				t.Errorf("held calls = %d, want 4", got)
 			}
 		})
 	}
 }
 
 // A retained publish (a station's status) after pipelined ones waits until
-// they are acknowledged and goes to HandlePublish; its PUBACK comes after
-// theirs.
+// they are acknowledged and for its own done; its PUBACK (written by mochi,
+// which retains it) comes after theirs.
 func TestPipelineRetainedWaitsForQueue(t *testing.T) {
 	h := newHolder()
 	b := startPipelined(t, 0, h)
@@ -393,7 +396,7 @@ func TestPipelineRetainedWaitsForQueue(t *testing.T) {
 	c.expectPuback(t, 3, 0)
 	h.expect(t, "publish", "S1", wire.KindStatus, status)
 	if got := h.submitted.Load(); got != 2 {
-		t.Errorf("SubmitPublish calls = %d, want 2 (not the retained one)", got)
+		t.Errorf("held calls = %d, want 2 (not the retained one)", got)
 	}
 	// mochi retained it.
 	if got, ok := b.srv.Topics.Retained.Get(wire.Topic("S1", wire.KindStatus)); !ok || string(got.Payload) != status {
@@ -418,7 +421,7 @@ func TestPipelineDepth(t *testing.T) {
 	s1, s2 := h.next(t), h.next(t)
 	quiet(t, h.subs, "third publish submitted with two unacknowledged")
 	if got := h.submitted.Load(); got != 2 {
-		t.Fatalf("SubmitPublish calls = %d, want 2", got)
+		t.Fatalf("held calls = %d, want 2", got)
 	}
 	s2.done(nil) // not the oldest: still two unacknowledged
 	quiet(t, h.subs, "third publish submitted before the oldest was acknowledged")
@@ -433,20 +436,24 @@ func TestPipelineDepth(t *testing.T) {
 	c.expectPuback(t, 3, 0)
 }
 
-// A negative PipelineDepth turns pipelining off: HandlePublish, never
-// SubmitPublish.
-func TestPipelineOff(t *testing.T) {
+// A negative PipelineDepth is depth 1: each publish is acknowledged before
+// the next is handed over.
+func TestPipelineNegativeDepthIsOne(t *testing.T) {
 	h := newHolder()
 	b := startPipelined(t, -1, h)
 	c := dialRaw(t, b.Addr(), "S1", "one", 4)
 	h.expect(t, "up", "S1", "", "")
 	for id := uint16(1); id <= 3; id++ {
 		c.publish(t, telemetryTopic, id, fmt.Sprintf(`{"seq":%d}`, id), false)
-		h.expect(t, "publish", "S1", wire.KindTelemetry, fmt.Sprintf(`{"seq":%d}`, id))
-		c.expectPuback(t, id, 0)
 	}
-	if got := h.submitted.Load(); got != 0 {
-		t.Fatalf("SubmitPublish calls = %d with pipelining off", got)
+	for id := uint16(1); id <= 3; id++ {
+		s := h.next(t)
+		if want := fmt.Sprintf(`{"seq":%d}`, id); s.payload != want {
+			t.Fatalf("handed over %q, want %q", s.payload, want)
+		}
+		quiet(t, h.subs, "a publish handed over before the previous one was done")
+		s.done(nil)
+		c.expectPuback(t, id, 0)
 	}
 }
 

@@ -39,23 +39,30 @@ type recorder struct {
 	gate  chan struct{}                // when non-nil, HandlePublish waits for it to close
 }
 
-func (r *recorder) HandlePublish(sid string, kind wire.TopicKind, payload []byte) error {
+func (r *recorder) HandlePublish(sid string, kind wire.TopicKind, payload []byte, done func(error)) error {
 	r.mu.Lock()
 	gate := r.gate
 	r.mu.Unlock()
 	if gate != nil {
 		<-gate
 	}
-	if err := r.next.HandlePublish(sid, kind, payload); err != nil {
-		return err
-	}
+	return r.next.HandlePublish(sid, kind, payload, func(err error) {
+		if err == nil {
+			r.accepted(kind, payload)
+		}
+		done(err)
+	})
+}
+
+// accepted records a message the bridge reported durable.
+func (r *recorder) accepted(kind wire.TopicKind, payload []byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch kind {
 	case wire.KindTelemetry:
 		var t wire.Telemetry
 		if json.Unmarshal(payload, &t) != nil {
-			return nil
+			return
 		}
 		m := r.tel[t.BootID]
 		if m == nil {
@@ -67,7 +74,7 @@ func (r *recorder) HandlePublish(sid string, kind wire.TopicKind, payload []byte
 			if !bytes.Equal(first, payload) {
 				r.diff = append(r.diff, t.BootID)
 			}
-			return nil
+			return
 		}
 		m[t.Seq] = bytes.Clone(payload)
 	case wire.KindAck:
@@ -76,7 +83,6 @@ func (r *recorder) HandlePublish(sid string, kind wire.TopicKind, payload []byte
 			r.acks[a.ID]++
 		}
 	}
-	return nil
 }
 
 func (r *recorder) StationConnected(sid string)    { r.next.StationConnected(sid) }
@@ -165,7 +171,7 @@ func (s *stack) provision(t *testing.T, sid, secret string, slots int) {
 	if err := s.st.CreateStation(ctx, info); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.b.StationProvisioned(ctx, info); err != nil {
+	if err := s.b.StationProvisioned(ctx, info.ID); err != nil {
 		t.Fatal(err)
 	}
 	s.brk.Invalidate(sid)

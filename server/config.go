@@ -158,7 +158,8 @@ type LimitsConfig struct {
 	// MQTTPipeline is how many QoS 1 publishes of one station are
 	// processed at once: the broker reads on while earlier ones are being
 	// committed and acknowledges each in order once it is durable
-	// (SWAPD_MQTT_PIPELINE; 0: the default, 64; negative: one at a time).
+	// (SWAPD_MQTT_PIPELINE; 0: the default, 64; negative: 1, each publish
+	// acknowledged before the next is read).
 	MQTTPipeline int `yaml:"mqtt_pipeline"`
 }
 

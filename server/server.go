@@ -78,7 +78,8 @@ func newServer(cfg Config, log *slog.Logger) (*Server, error) {
 			MaxAge: time.Duration(cfg.Events.RetentionAge), MaxEvents: cfg.Events.RetentionEvents,
 			MaxStationEvents: cfg.Events.RetentionStationEvents,
 		},
-		Logger: log.With("part", "store"),
+		Logger:     log.With("part", "store"),
+		Registerer: s.reg,
 	})
 	if err != nil {
 		if errors.Is(err, store.ErrLocked) {

@@ -2,6 +2,8 @@ package store
 
 import (
 	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"time"
 )
@@ -36,6 +38,9 @@ type Options struct {
 	MaxBatch int
 	// Logger receives background compaction results; nil discards them.
 	Logger *slog.Logger
+	// Registerer receives the store's metrics (commit durations and batch
+	// sizes); nil: not registered.
+	Registerer prometheus.Registerer
 	// NoSync skips fsync (benchmarks comparing against it only; never in
 	// production).
 	NoSync bool

@@ -17,7 +17,15 @@
 // so a fn may run more than once. Events appended in a commit are handed,
 // after the fsync and in seq order, to the commit listener (see
 // SetCommitListener), from the committer goroutine, before the callers'
-// Updates return.
+// Updates return. UpdateAsync queues the same way without waiting.
+//
+// The bridge's commit log (commitlog.go) is built on it: Append queues one
+// commitlog.Commit (a station's state record, booking and command records
+// and events) with UpdateAsync, so requests are committed in the order
+// appended, and fences each station: once a commit of a station fails,
+// its later ones fail in their transaction until one with Reopen. Commit
+// durations and batch sizes are the swapd_store_commit_duration_seconds
+// and swapd_store_commit_batch_size histograms (Options.Registerer).
 //
 // # The event log
 //
@@ -54,10 +62,11 @@
 // # Blocking
 //
 // Open blocks up to Options.OpenTimeout for the file lock. Update blocks
-// until the caller's changes are on disk (or failed). Close waits for the
+// until the caller's changes are on disk (or failed); UpdateAsync and
+// Append never block. Close waits for the
 // running commit and compaction step. View, EventsAfter, Events, Station,
-// Stations, StationSecretHash, StationSecretHashes, User, UserTokenIDs and
-// UserByTokenHash read the last
+// Stations, StationSecretHash, StationSecretHashes, User, UserTokenIDs,
+// UserByTokenHash, Record, Records, StationInfo(s) and UserExists read the last
 // committed state without waiting for writers; LastSeq and FirstSeq are
 // atomic loads. An Update fn, View fn or commit listener must not call
 // Update (the committer would wait for itself).

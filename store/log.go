@@ -160,9 +160,10 @@ func (rd *reader) event(seq uint64, r *record) Event {
 // EventsAfter returns up to limit events of ch with since < seq ≤ L, in seq
 // order, where L is LastSeq() when the call starts (limit ≤ 0 means no
 // limit). Events committed later are not returned; they reach the commit
-// listener, so a reader that subscribes to live events first and then calls
-// EventsAfter misses nothing (it may see an event twice and should skip seqs
-// it already has).
+// listener, which is called for a commit after LastSeq includes it and
+// before any Update or Append of that commit is answered, so a reader that
+// subscribes to live events first and then calls EventsAfter misses nothing
+// (it may see an event twice and should skip seqs it already has).
 //
 // If retention removed events of ch after since (since < FirstSeqOf(ch)-1),
 // it returns ErrCompacted. If since ≥ L, including a since beyond the newest event (a

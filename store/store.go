@@ -77,6 +77,11 @@ type Store struct {
 	// last is the committer's own copy of the newest committed seq; only the
 	// committer goroutine touches it.
 	last uint64
+	// fenced holds the stations whose last commit failed (commitlog.go);
+	// only the committer goroutine touches it.
+	fenced map[string]bool
+
+	m *storeMetrics
 
 	compactMu sync.Mutex // one compaction at a time
 
@@ -120,6 +125,12 @@ func Open(path string, opts Options) (*Store, error) {
 		opts: opts,
 		log:  opts.Logger,
 		stop: make(chan struct{}),
+
+		fenced: map[string]bool{},
+	}
+	if s.m, err = newStoreMetrics(opts.Registerer); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: metrics: %w", err)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.cond = sync.NewCond(&s.mu)
@@ -423,6 +434,7 @@ func (s *Store) runBatch(batch []*request) {
 // to begin or commit returns index -1 and the error. On success it publishes
 // the new seq, calls the listener and replies to every caller.
 func (s *Store) tryCommit(live []*request) (int, error) {
+	start := time.Now()
 	btx, err := s.db.Begin(true)
 	if err != nil {
 		return -1, fmt.Errorf("store: begin: %w", mapBoltErr(err))
@@ -455,6 +467,7 @@ func (s *Store) tryCommit(live []*request) (int, error) {
 	if err := btx.Commit(); err != nil {
 		return -1, fmt.Errorf("store: commit: %w", mapBoltErr(err))
 	}
+	s.m.observe(time.Since(start), len(live))
 	prev := s.last
 	if nEvents > 0 {
 		s.logc.appended(live)
