@@ -62,16 +62,16 @@ type Config struct {
 	// take a write within it is disconnected. 0 means 10s.
 	WriteTimeout time.Duration
 	// QueueMessages and QueueBytes bound a connection's queue of frames not
-	// yet written. They are checked when the events of a commit arrive (one
-	// Publish): a client still holding more than they allow is slow and is
-	// closed with 1013. The events of one commit are queued in full, up to
-	// 8 times the bounds, so a large commit (up to store.DefaultMaxBatch
-	// updates, each with one or a few events, handed over at once) never
-	// closes a client that keeps up. Replies (pong, error) are checked one
-	// by one. 0 means 16384 messages and 8 MiB. Event frames are shared by
-	// every connection they go to, so a connection's own memory is its
-	// queue array (32 bytes per message); QueueBytes bounds what a stalled
-	// client keeps alive.
+	// yet written. They are checked when its shard delivers events (those
+	// of one commit, or of several if the shard was busy): a client still
+	// holding more than they allow is slow and is closed with 1013. The
+	// events of one delivery are queued in full, up to 8 times the bounds,
+	// so a large commit (up to store.DefaultMaxBatch updates, each with one
+	// or a few events, handed over at once) never closes a client that
+	// keeps up. Replies (pong, error) are checked one by one. 0 means 16384
+	// messages and 8 MiB. Event frames are shared by every connection they
+	// go to, so a connection's own memory is its queue array (32 bytes per
+	// message); QueueBytes bounds what a stalled client keeps alive.
 	QueueMessages int
 	QueueBytes    int
 	// MaxConnsPerUser bounds the open sockets of one user (by token);
@@ -107,6 +107,17 @@ type Config struct {
 	// the host part of Request.RemoteAddr. Set it when swapd sits behind a
 	// trusted proxy.
 	ClientIP func(r *http.Request) string
+	// Shards is how many fan-out shards the hub has: each owns the
+	// channels that hash to it, with its own lock and goroutine. 0 means
+	// DefaultShards.
+	Shards int
+	// FanoutQueue bounds the committed events (one per channel they go to)
+	// waiting for one shard. A shard still holding more when a commit's
+	// events arrive has fallen behind: what it holds is dropped and every
+	// connection of the shard is closed with 1013, to resume from the log
+	// (the committer never waits for the hub). A commit's events are
+	// always taken by a shard that holds none. 0 means DefaultFanoutQueue.
+	FanoutQueue int
 	// Registerer receives the hub's metrics; nil means not registered.
 	Registerer prometheus.Registerer
 	// Logger receives connection logs; nil means discard.
@@ -125,6 +136,8 @@ const (
 	DefaultReadLimit       = 4 << 10
 	DefaultReplayPage      = 512
 	DefaultMaxReplay       = 10000
+	DefaultShards          = 16
+	DefaultFanoutQueue     = 1 << 17
 )
 
 func (c *Config) setDefaults() {
@@ -157,6 +170,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxReplay == 0 {
 		c.MaxReplay = DefaultMaxReplay
+	}
+	if c.Shards <= 0 {
+		c.Shards = DefaultShards
+	}
+	if c.FanoutQueue <= 0 {
+		c.FanoutQueue = DefaultFanoutQueue
 	}
 	if c.ClientIP == nil {
 		c.ClientIP = remoteHost

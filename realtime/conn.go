@@ -29,8 +29,9 @@ const (
 	stateClosed                   // the socket is closed
 )
 
-// item is one queued text frame. seq is the event's seq (0 for control
-// messages such as pong and error replies).
+// item is one queued text frame, header included (an event's frame is
+// shared by every connection it goes to). seq is the event's seq (0 for
+// replies such as pong and error).
 type item struct {
 	seq  uint64
 	data []byte
@@ -67,27 +68,33 @@ type client struct {
 	closeCode   int // 0: close without a close frame
 	closeReason string
 	pingTimer   *time.Timer
-	burst       uint64 // the Publish call that queued the last event
+	burst       uint64 // the shard delivery that queued the last event
+	// lastSeq is the newest event seq queued or written (by the handshake):
+	// an event at or below it is one the client has or will have, which a
+	// shard may still deliver when the replay read it from the log first.
+	lastSeq uint64
 }
 
-// enqueue adds a reply frame (pong, error); a client over its queue bounds
-// is closed with 1013. It never blocks on the network.
-func (c *client) enqueue(seq uint64, data []byte) {
+// enqueueReply frames and adds a reply message (pong, error); a client over
+// its queue bounds is closed with 1013. It never blocks on the network.
+func (c *client) enqueueReply(msg []byte) {
+	f := textFrame(msg)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.enqueueLocked(seq, data, true)
+	c.enqueueLocked(0, f, true)
 }
 
 // burstLimit is how far one burst may take a queue past its bounds (as a
 // multiple of them) before the client is closed anyway.
 const burstLimit = 8
 
-// enqueueEvent adds an event frame of the Publish call numbered burst. The
-// queue bounds apply when a burst begins: a client that still holds more
-// than they allow when the next commit's events arrive is slow and is
-// closed with 1013. Within a burst the queue may grow to burstLimit times
-// the bounds, so that one large commit (thousands of events handed over at
-// once) never closes a client that keeps up.
+// enqueueEvent adds an event's frame (header included) of the shard
+// delivery numbered burst (one or more commits' events). The queue bounds
+// apply when a burst begins: a client that still holds more than they
+// allow when the next events arrive is slow and is closed with 1013.
+// Within a burst the queue may grow to burstLimit times the bounds, so
+// that one large commit (thousands of events handed over at once) never
+// closes a client that keeps up.
 func (c *client) enqueueEvent(seq uint64, data []byte, burst uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -99,6 +106,12 @@ func (c *client) enqueueEvent(seq uint64, data []byte, burst uint64) {
 func (c *client) enqueueLocked(seq uint64, data []byte, check bool) {
 	if c.state != stateOpen {
 		return
+	}
+	if seq != 0 {
+		if seq <= c.lastSeq {
+			return
+		}
+		c.lastSeq = seq
 	}
 	cfg := &c.hub.cfg
 	limit := 1
@@ -205,7 +218,7 @@ func (c *client) writeLoop() {
 		}
 		b.reset()
 		for _, it := range items {
-			b.text(it.data)
+			b.framed(it.data)
 		}
 		if c.pongDue {
 			b.control(opPong, c.pongData)
@@ -331,7 +344,7 @@ func (c *client) readLoop() {
 		}
 		reply := clientReply(mt, buf[:n], tooLarge, time.Now())
 		c.hub.readPool.Put(bp)
-		c.enqueue(0, reply)
+		c.enqueueReply(reply)
 	}
 	c.finish(err)
 }

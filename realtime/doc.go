@@ -2,10 +2,16 @@
 // /ws/stations/, /ws/stations/{sid}/ and /ws/notifications/ (see
 // docs/WEBSOCKET_API.md and the contract).
 //
-// A Hub keeps channel → subscribers. Publish, the store's commit listener,
-// fans each committed event out by queueing its already-encoded frame
-// (store.Event.Data, shared by every connection, never re-encoded) on each
-// subscriber. Each connection has a reader goroutine for its whole life and
+// A Hub keeps channel → subscribers in shards (by a hash of the channel),
+// each with its own lock and goroutine. Publish, the store's commit
+// listener, only appends each committed event to the queue of the shards of
+// its channels and returns, so the committer goes back to committing; the
+// shard's goroutine frames the event once (store.Event.Data, never
+// re-encoded, plus its WebSocket header) and queues that one frame on every
+// subscriber, in seq order per channel. A shard that falls more than
+// Config.FanoutQueue events behind drops them and closes its connections
+// with 1013, to resume from the log; the committer never waits. Each
+// connection has a reader goroutine for its whole life and
 // a writer goroutine only while it has something to send; the writer takes
 // everything queued, frames it into one pooled buffer and writes it with one
 // write under one deadline. A connection whose queue exceeds its bounds
@@ -18,9 +24,10 @@
 // published during the replay wait in its queue and are sent afterwards from
 // the first seq not yet sent.
 //
-// Blocking: Publish never blocks on the network (it takes the hub's read
-// lock and each subscriber's mutex briefly). ServeHTTP blocks for the
+// Blocking: Publish never blocks on the network nor waits for the shards (it
+// takes each involved shard's queue lock for one append). ServeHTTP blocks for the
 // handshake (hello plus replay or snapshot) and returns; the connection then
 // lives on its own goroutines. Shutdown blocks until every connection's
-// goroutines ended, or its context ends. NewHub and Register do not block.
+// goroutines and the shards' ended, or its context ends. NewHub (which
+// starts the shards) and Register do not block.
 package realtime

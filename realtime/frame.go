@@ -7,9 +7,11 @@ import (
 )
 
 // Server frames are never masked (RFC 6455 §5.1), so the hub frames its
-// messages itself: the header is a few bytes per connection and the payload
-// is the event's Data, shared by every connection. A batch of queued frames
-// goes out in one write (writev on TCP), under one write deadline.
+// messages itself. A committed event is framed once (header + the event's
+// Data, see fanout.go) and that frame is shared by every connection it goes
+// to; the handshake's hello, replay and snapshot frames are the
+// connection's own. A batch of queued frames goes out in one write, under
+// one write deadline.
 
 // WebSocket opcodes used by the writer.
 const (
@@ -67,6 +69,12 @@ func (b *batch) reset() {
 func (b *batch) text(payload []byte) {
 	b.buf = appendFrameHeader(b.buf, opText, len(payload))
 	b.buf = append(b.buf, payload...)
+	b.n++
+}
+
+// framed adds a frame that already has its header.
+func (b *batch) framed(f []byte) {
+	b.buf = append(b.buf, f...)
 	b.n++
 }
 

@@ -34,18 +34,26 @@ type Hub struct {
 	readPool sync.Pool
 	m        *metrics
 	wg       sync.WaitGroup // handshakes, readers, writers
-	bursts   atomic.Uint64  // Publish calls so far
+	bursts   atomic.Uint64  // shard deliveries so far (fanout.go)
 	// revocations counts DisconnectUser calls (revoke.go).
 	revocations atomic.Uint64
 
-	mu        sync.RWMutex
-	closed    bool
-	clients   subs
-	all       subs
-	byStation map[string]subs
-	byUser    map[string]subs
-	perIP     map[string]int
-	perUser   map[string]int
+	// The fan-out (fanout.go): the shards, Publish's routing scratch
+	// (under pubMu), and the shards' stop signal and wait.
+	shards   []*shard
+	pubMu    sync.Mutex
+	route    [][]delivery
+	stopped  atomic.Bool
+	stop     chan struct{}
+	stopOnce sync.Once
+	shardWG  sync.WaitGroup
+
+	// mu guards the connection bookkeeping; it is not taken by Publish.
+	mu      sync.RWMutex
+	closed  bool
+	clients subs
+	perIP   map[string]int
+	perUser map[string]int
 }
 
 // NewHub checks cfg, fills its defaults and registers the metrics on
@@ -59,25 +67,22 @@ func NewHub(cfg Config, h History, st Stations, auth Authenticator) (*Hub, error
 	if err != nil {
 		return nil, err
 	}
-	m, err := newMetrics(cfg.Registerer)
-	if err != nil {
+	hub := &Hub{
+		cfg:     cfg,
+		hist:    h,
+		st:      st,
+		auth:    auth,
+		log:     cfg.Logger,
+		origins: origins,
+		stop:    make(chan struct{}),
+		clients: make(subs),
+		perIP:   make(map[string]int),
+		perUser: make(map[string]int),
+	}
+	if hub.m, err = newMetrics(cfg.Registerer, hub.fanoutQueued); err != nil {
 		return nil, err
 	}
-	hub := &Hub{
-		cfg:       cfg,
-		hist:      h,
-		st:        st,
-		auth:      auth,
-		log:       cfg.Logger,
-		origins:   origins,
-		m:         m,
-		clients:   make(subs),
-		all:       make(subs),
-		byStation: make(map[string]subs),
-		byUser:    make(map[string]subs),
-		perIP:     make(map[string]int),
-		perUser:   make(map[string]int),
-	}
+	hub.startShards()
 	size := cfg.ReadLimit + 1
 	hub.readPool.New = func() any { b := make([]byte, size); return &b }
 	hub.upgrader = websocket.Upgrader{
@@ -95,6 +100,15 @@ func NewHub(cfg Config, h History, st Stations, auth Authenticator) (*Hub, error
 	return hub, nil
 }
 
+// fanoutQueued returns how many deliveries wait in the shards' queues.
+func (h *Hub) fanoutQueued() float64 {
+	n := 0
+	for _, s := range h.shards {
+		n += s.depth()
+	}
+	return float64(n)
+}
+
 // Register adds the WebSocket endpoints to mux: GET /ws/stations/,
 // /ws/stations/{sid}/ and /ws/notifications/ (each also without its
 // trailing slash).
@@ -105,47 +119,15 @@ func (h *Hub) Register(mux *http.ServeMux) {
 	}
 }
 
-// Publish fans events out to the connections subscribed to their channels.
-// It is the store's commit listener: called from one goroutine, with events
-// in seq order. It never blocks on the network; a connection whose queue is
-// over its bounds when a Publish begins is closed instead (one Publish, a
-// commit's events, may take a queue past the bounds; see Config). The hub keeps ev.Data until written: callers must
-// not modify it afterwards.
-func (h *Hub) Publish(events []store.Event) {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	if h.closed {
-		return
-	}
-	burst := h.bursts.Add(1)
-	for i := range events {
-		ev := &events[i]
-		if len(ev.Data) == 0 {
-			continue
-		}
-		if ev.UserID != "" {
-			for c := range h.byUser[ev.UserID] {
-				c.enqueueEvent(ev.Seq, ev.Data, burst)
-			}
-			continue
-		}
-		if ev.StationID == "" {
-			continue
-		}
-		for c := range h.all {
-			c.enqueueEvent(ev.Seq, ev.Data, burst)
-		}
-		for c := range h.byStation[ev.StationID] {
-			c.enqueueEvent(ev.Seq, ev.Data, burst)
-		}
-	}
-}
-
 // Shutdown closes every connection with 1001 (going away), refuses new ones
 // with 503, and waits until every connection's goroutines have ended. When
 // ctx ends first it closes the remaining sockets at once, waits for their
-// goroutines, and returns ctx.Err(). It is idempotent.
+// goroutines, and returns ctx.Err(). It is idempotent. Publish does
+// nothing once Shutdown has begun.
 func (h *Hub) Shutdown(ctx context.Context) error {
+	h.stopped.Store(true)
+	h.stopOnce.Do(func() { close(h.stop) })
+	defer h.shardWG.Wait()
 	h.mu.Lock()
 	h.closed = true
 	open := make([]*client, 0, len(h.clients))
@@ -234,8 +216,8 @@ func (h *Hub) release(ip, uid string) {
 	h.mu.Unlock()
 }
 
-// subscribe adds c to its channel, so that Publish queues for it from now
-// on. It fails when the hub is shut down. It counts the handshake in wg.
+// subscribe adds c to its channel's shard, so that the events the shard
+// delivers from now on are queued for it. It fails when the hub is shut down. It counts the handshake in wg.
 func (h *Hub) subscribe(c *client) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -244,14 +226,7 @@ func (h *Hub) subscribe(c *client) bool {
 	}
 	h.wg.Add(1)
 	h.clients[c] = struct{}{}
-	switch c.ch.Kind {
-	case store.AllStations:
-		h.all[c] = struct{}{}
-	case store.OneStation:
-		addSub(h.byStation, c.ch.ID, c)
-	case store.OneUser:
-		addSub(h.byUser, c.ch.ID, c)
-	}
+	h.shardOf(keyOf(c.ch)).add(c)
 	h.m.conns(c.ch.Kind).Inc()
 	return true
 }
@@ -265,33 +240,9 @@ func (h *Hub) unregister(c *client) {
 		return
 	}
 	delete(h.clients, c)
-	switch c.ch.Kind {
-	case store.AllStations:
-		delete(h.all, c)
-	case store.OneStation:
-		delSub(h.byStation, c.ch.ID, c)
-	case store.OneUser:
-		delSub(h.byUser, c.ch.ID, c)
-	}
+	h.shardOf(keyOf(c.ch)).remove(c)
 	h.releaseLocked(c.ip, c.uid)
 	h.m.conns(c.ch.Kind).Dec()
-}
-
-func addSub(m map[string]subs, key string, c *client) {
-	s := m[key]
-	if s == nil {
-		s = make(subs)
-		m[key] = s
-	}
-	s[c] = struct{}{}
-}
-
-func delSub(m map[string]subs, key string, c *client) {
-	s := m[key]
-	delete(s, c)
-	if len(s) == 0 {
-		delete(m, key)
-	}
 }
 
 // ServeHTTP serves the WebSocket endpoints (see Register). Everything that
@@ -490,11 +441,14 @@ func (h *Hub) writeDirect(c *client, b *batch) error {
 	return err
 }
 
-// goLive drops queued events the client already has (seq ≤ sent), starts
-// the ping timer and the writer, and leaves the rest to the reader.
+// goLive drops queued events the client already has (seq ≤ sent), and
+// the ones its shard delivers later (an event the replay read from the log
+// before the shard delivered it), starts the ping timer and the writer, and
+// leaves the rest to the reader.
 func (h *Hub) goLive(c *client, sent uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.lastSeq = max(c.lastSeq, sent)
 	keep := c.queue[:0]
 	c.qbytes = 0
 	for _, it := range c.queue {

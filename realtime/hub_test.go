@@ -689,9 +689,11 @@ func TestBurstBounds(t *testing.T) {
 	const bound = 16
 	e := newEnv(t, Config{QueueMessages: bound, QueueBytes: 1 << 20}, store.Options{})
 	frame := []byte(`{"type":"inventory_update"}`)
+	var seq uint64
 	fill := func(c *client, burst uint64, n int) {
-		for i := range n {
-			c.enqueueEvent(uint64(i+1), frame, burst)
+		for range n {
+			seq++
+			c.enqueueEvent(seq, frame, burst)
 		}
 	}
 	c := &client{hub: e.hub}

@@ -11,16 +11,26 @@ import (
 type metrics struct {
 	connsByKind [3]prometheus.Gauge // stations, station, user
 	framesSent  prometheus.Counter
-	slowCloses  prometheus.Counter
-	queueDepth  prometheus.Histogram
-	resumes     *prometheus.CounterVec
+	// framesEncoded counts committed events framed for the fan-out: once
+	// per event that has a recipient, however many it has.
+	framesEncoded   prometheus.Counter
+	fanoutOverflows prometheus.Counter
+	slowCloses      prometheus.Counter
+	queueDepth      prometheus.Histogram
+	resumes         *prometheus.CounterVec
 	// replayBounded counts resumes answered with a snapshot because since
 	// was more than Config.MaxReplay behind.
 	replayBounded prometheus.Counter
 	rejected      *prometheus.CounterVec
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+// newMetrics creates the hub's metrics; queued reports the fan-out's
+// queue depth when scraped.
+func newMetrics(reg prometheus.Registerer, queued func() float64) (*metrics, error) {
+	queue := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "swapd_ws_fanout_queue",
+		Help: "Committed events (one per channel) waiting for the hub's fan-out shards.",
+	}, queued)
 	conns := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "swapd_ws_connections",
 		Help: "Open WebSocket connections by channel kind (stations, station, user).",
@@ -29,6 +39,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		framesSent: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "swapd_ws_frames_sent_total",
 			Help: "WebSocket text frames written to clients.",
+		}),
+		framesEncoded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "swapd_ws_frames_encoded_total",
+			Help: "Committed events framed for the fan-out (once per event, shared by all its recipients).",
+		}),
+		fanoutOverflows: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "swapd_ws_fanout_overflows_total",
+			Help: "Times a fan-out shard fell more than its queue bound behind: its queued events were dropped and its connections closed with 1013.",
 		}),
 		slowCloses: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "swapd_ws_slow_client_closes_total",
@@ -60,7 +78,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{conns, m.framesSent, m.slowCloses, m.queueDepth, m.resumes, m.replayBounded, m.rejected} {
+	for _, c := range []prometheus.Collector{conns, queue, m.framesSent, m.framesEncoded, m.fanoutOverflows, m.slowCloses, m.queueDepth, m.resumes, m.replayBounded, m.rejected} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {
