@@ -12,7 +12,11 @@ const (
 	Storm  = "storm"  // every station reconnects within a window
 	Rush   = "rush"   // bookings per second at stations with few batteries
 	Ramp   = "ramp"   // raise the rate until p99 or delivery breaks
-	Smoke  = "smoke"  // seconds-long steady + rush + storm for CI
+	// Fanout is a ramp for the WebSocket fan-out: every socket listens to
+	// /ws/stations/, so each event is one frame per socket; it reports
+	// frames delivered per second and the server's CPU per million frames.
+	Fanout = "fanout"
+	Smoke  = "smoke" // seconds-long steady + rush + storm for CI
 )
 
 // Config is one swapbench run. Zero fields take the defaults of the
@@ -97,6 +101,8 @@ func Defaults(scenario string) Config {
 		c.Stations, c.Slots, c.WS, c.Duration = 100, 4, 10, 20*time.Second
 	case Ramp:
 		c.Stations, c.Rate, c.WS = 10000, 5000, 10
+	case Fanout:
+		c.Stations, c.Rate, c.RampStep, c.WS, c.WSAll, c.MaxP99 = 1000, 500, 500, 200, 200, 100*time.Millisecond
 	case Smoke:
 		c.Stations, c.Rate, c.WS, c.Duration = 20, 50, 10, 3*time.Second
 		c.Users, c.BookingRate, c.StormWindow, c.HTTPRate = 5, 5, time.Second, 20
@@ -106,9 +112,9 @@ func Defaults(scenario string) Config {
 
 func (c *Config) validate() error {
 	switch c.Scenario {
-	case Steady, Storm, Rush, Ramp, Smoke:
+	case Steady, Storm, Rush, Ramp, Fanout, Smoke:
 	default:
-		return fmt.Errorf("bench: unknown scenario %q (steady, storm, rush, ramp or smoke)", c.Scenario)
+		return fmt.Errorf("bench: unknown scenario %q (steady, storm, rush, ramp, fanout or smoke)", c.Scenario)
 	}
 	d := Defaults(c.Scenario)
 	fill := func(v *int, def int) {

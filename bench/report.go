@@ -23,11 +23,13 @@ type Report struct {
 	Setup SetupResult  `json:"setup"`
 	Steps []StepResult `json:"steps,omitempty"`
 	// LastGoodRate is the highest ramp step that held (msg/s).
-	LastGoodRate float64      `json:"last_good_rate,omitempty"`
-	Storm        *StormResult `json:"storm,omitempty"`
-	Rush         *RushResult  `json:"rush,omitempty"`
-	Memory       *Memory      `json:"server_memory,omitempty"`
-	Server       *ProcStat    `json:"server_proc,omitempty"`
+	LastGoodRate float64 `json:"last_good_rate,omitempty"`
+	// Fanout is the fanout scenario's last good step.
+	Fanout *FanoutResult `json:"fanout,omitempty"`
+	Storm  *StormResult  `json:"storm,omitempty"`
+	Rush   *RushResult   `json:"rush,omitempty"`
+	Memory *Memory       `json:"server_memory,omitempty"`
+	Server *ProcStat     `json:"server_proc,omitempty"`
 
 	Commands     map[string]uint64 `json:"commands_acked,omitempty"`
 	Errors       uint64            `json:"errors"`
@@ -93,9 +95,22 @@ type StepResult struct {
 	// CPUSeconds is the server's CPU time during the step (embedded: this
 	// whole process).
 	CPUSeconds float64 `json:"server_cpu_s,omitempty"`
-	Errors     uint64  `json:"errors"`
-	Good       bool    `json:"good"`
-	Why        string  `json:"why,omitempty"`
+	// FramesPerS is the frames delivered per second of the step's sending
+	// window; CPUPerMFrames is CPUSeconds per million of them.
+	FramesPerS    float64 `json:"frames_per_s"`
+	CPUPerMFrames float64 `json:"server_cpu_s_per_million_frames,omitempty"`
+	Errors        uint64  `json:"errors"`
+	Good          bool    `json:"good"`
+	Why           string  `json:"why,omitempty"`
+}
+
+// FanoutResult is the fanout scenario's outcome: its last good step.
+type FanoutResult struct {
+	Sockets       int     `json:"sockets"`
+	Rate          float64 `json:"events_per_s"`
+	FramesPerS    float64 `json:"frames_per_s"`
+	CPUPerMFrames float64 `json:"server_cpu_s_per_million_frames,omitempty"`
+	P99           float64 `json:"p99_ms"`
 }
 
 // StormResult is the storm scenario's outcome.
@@ -214,15 +229,18 @@ func (r *Report) Print(w io.Writer) {
 			verdict = "NOT GOOD: " + s.Why
 		}
 		row("telemetry", "offered %.0f/s for %.0fs: sent %d, throttled %d, acked %d = %.0f msg/s (%s)", s.Rate, s.DurationS, s.Sent, s.Throttled, s.Acked, s.AckRate, verdict)
-		row("  frames", "delivered %d / expected %d, unmatched %d", s.Delivered, s.Expected, s.Unmatched)
+		row("  frames", "delivered %d / expected %d, unmatched %d; %.0f frames/s", s.Delivered, s.Expected, s.Unmatched, s.FramesPerS)
 		row("  publish→frame ms", "p50/p90/p99/max %s (n=%d)", lat(s.Latency), s.Latency.Count)
 		row("  publish→PUBACK ms", "p50/p90/p99/max %s", lat(s.AckLatency))
 		if s.CPUSeconds > 0 {
-			row("  server CPU", "%.1f s (%.0f%% of one core)", s.CPUSeconds, 100*s.CPUSeconds/s.DurationS)
+			row("  server CPU", "%.1f s (%.0f%% of one core), %.2f s per million frames", s.CPUSeconds, 100*s.CPUSeconds/s.DurationS, s.CPUPerMFrames)
 		}
 	}
-	if r.LastGoodRate > 0 || r.Scenario == Ramp {
+	if r.LastGoodRate > 0 || r.Scenario == Ramp || r.Scenario == Fanout {
 		row("last good rate", "%.0f msg/s", r.LastGoodRate)
+	}
+	if f := r.Fanout; f != nil {
+		row("fan-out", "%.0f frames/s to %d all-stations sockets at %.0f events/s (p99 %.1f ms); server CPU %.2f s per million frames", f.FramesPerS, f.Sockets, f.Rate, f.P99, f.CPUPerMFrames)
 	}
 	if s := r.Storm; s != nil {
 		row("storm", "%d/%d stations reconnected with snapshot acked in %.1fs (window %.0fs), %d retries", s.Reconnected, s.Stations, s.TookS, s.WindowS, s.Retries)

@@ -373,6 +373,10 @@ func (r *runner) measure(ctx context.Context, rate float64, d time.Duration) Ste
 	if p1, ok := r.proc(); ok && haveProc {
 		res.CPUSeconds = p1.CPUSeconds - p0.CPUSeconds
 	}
+	res.FramesPerS = float64(res.Delivered) / elapsed.Seconds()
+	if res.Delivered > 0 && res.CPUSeconds > 0 {
+		res.CPUPerMFrames = res.CPUSeconds / (float64(res.Delivered) / 1e6)
+	}
 	var why []string
 	if res.Errors > 0 {
 		why = append(why, fmt.Sprintf("%d errors", res.Errors))

@@ -60,7 +60,10 @@ func runOn(ctx context.Context, cfg Config, tgt *target) (*Report, error) {
 	}
 	var err error
 	switch cfg.Scenario {
-	case Steady, Ramp:
+	case Steady, Ramp, Fanout:
+		if cfg.Scenario == Fanout && tgt.isBaseline() {
+			return nil, errors.New("bench: the fanout scenario needs swapd (the bare broker has no WebSocket)")
+		}
 		err = runTelemetry(ctx, cfg, tgt, rep)
 	case Storm:
 		rep.Params.StormWindow = cfg.StormWindow.Seconds()
@@ -225,8 +228,8 @@ func (r *runner) metricsSum(ctx context.Context, names ...string) (int64, bool) 
 	return int64(total), found == len(names)
 }
 
-// runTelemetry is steady (one step at cfg.Rate) and ramp (steps up from
-// cfg.Rate until one is not good).
+// runTelemetry is steady (one step at cfg.Rate) and ramp and fanout (steps
+// up from cfg.Rate until one is not good).
 func runTelemetry(ctx context.Context, cfg Config, tgt *target, rep *Report) error {
 	r := newRunner(cfg, tgt, runPrefix(cfg.Scenario))
 	defer r.start(cfg.Progress)()
@@ -248,6 +251,9 @@ func runTelemetry(ctx context.Context, cfg Config, tgt *target, rep *Report) err
 				break
 			}
 			rep.LastGoodRate = rate
+			if cfg.Scenario == Fanout {
+				rep.Fanout = &FanoutResult{Sockets: cfg.WSAll, Rate: rate, FramesPerS: s.FramesPerS, CPUPerMFrames: s.CPUPerMFrames, P99: s.Latency.P99}
+			}
 		}
 	}
 	r.finish(rep)

@@ -6,7 +6,7 @@
 //
 // Usage:
 //
-//	swapbench [steady|storm|rush|ramp|smoke] [flags]
+//	swapbench [steady|storm|rush|ramp|fanout|smoke] [flags]
 //
 // It exits 1 when the run had errors or delivered fewer frames than
 // expected (never because of timing), 2 on bad usage. docs/BENCHMARKS.md
@@ -57,9 +57,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		scenario, args = args[0], args[1:]
 	}
 	switch scenario {
-	case bench.Steady, bench.Storm, bench.Rush, bench.Ramp, bench.Smoke:
+	case bench.Steady, bench.Storm, bench.Rush, bench.Ramp, bench.Fanout, bench.Smoke:
 	default:
-		return fmt.Errorf("%w: unknown scenario %q: use steady, storm, rush, ramp or smoke", errUsage, scenario)
+		return fmt.Errorf("%w: unknown scenario %q: use steady, storm, rush, ramp, fanout or smoke", errUsage, scenario)
 	}
 	cfg := bench.Defaults(scenario)
 	fs := flag.NewFlagSet("swapbench "+scenario, flag.ContinueOnError)
