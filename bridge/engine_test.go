@@ -122,14 +122,21 @@ type gate struct {
 	held    bool
 	queue   []func()
 	fail    map[string]int // sid → how many of its next commits fail
+	failIf  func(c *commitlog.Commit) bool
 	appends int            // commits appended while held
 	changed chan struct{}  // closed on the next held append
 }
 
 func (g *gate) Append(c *commitlog.Commit, done func(error)) error {
 	g.mu.Lock()
-	if n := g.fail[c.Station]; n > 0 && c.Station != "" {
-		g.fail[c.Station] = n - 1
+	failIf := g.failIf != nil && g.failIf(c)
+	if failIf {
+		g.failIf = nil
+	}
+	if n := g.fail[c.Station]; failIf || (n > 0 && c.Station != "") {
+		if !failIf {
+			g.fail[c.Station] = n - 1
+		}
 		// A record the log refuses: the commit fails inside the log.
 		bad := *c
 		bad.Records = append(slices.Clone(c.Records), commitlog.Record{Key: "refused by the test"})
@@ -754,7 +761,9 @@ func testDeleteStationOnLog(t *testing.T, be backend) {
 		t.Fatal(err)
 	}
 	e.sink.next(t, wire.ActionReserve)
-	e.g.failNext("S1", 1)
+	e.g.mu.Lock()
+	e.g.failIf = func(c *commitlog.Commit) bool { return c.RemoveStation }
+	e.g.mu.Unlock()
 	if err := e.b.DeleteStation(ctx, "S1"); err == nil {
 		t.Fatal("DeleteStation succeeded although its commit failed")
 	}

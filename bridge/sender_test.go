@@ -2,8 +2,15 @@ package bridge
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/swapbridge/swapbridge/internal/commitlog"
+	"github.com/swapbridge/swapbridge/internal/memlog"
 
 	"github.com/swapbridge/swapbridge/store"
 	"github.com/swapbridge/swapbridge/wire"
@@ -79,5 +86,54 @@ func TestMarkSentKeepsAnAcknowledgement(t *testing.T) {
 	e.b.markSent([]sendReq{{sid: "S1", cmdID: "no-such-command"}, {sid: "nowhere", cmdID: "x"}})
 	if got := storedCmdStates(t, e.st)[bk.ID]; got != cmdAcked {
 		t.Fatalf("state %q, want %q", got, cmdAcked)
+	}
+}
+
+// blockedSender holds every delivery until released.
+type blockedSender struct {
+	release chan struct{}
+	got     chan string
+}
+
+func (s *blockedSender) SendToStation(sid string, payload []byte) error {
+	s.got <- sid
+	<-s.release
+	return nil
+}
+
+// A full send queue drops the send, counts it, and leaves the command to
+// the retry timer.
+func TestSendQueueDropsAreCounted(t *testing.T) {
+	l := memlog.New()
+	defer l.Close()
+	l.AddStation(commitlog.StationInfo{ID: "S1", Slots: 8})
+	reg := prometheus.NewRegistry()
+	snd := &blockedSender{release: make(chan struct{}), got: make(chan string, 16)}
+	b, err := New(Config{SendQueue: 1, TickInterval: time.Hour, Registerer: reg}, l, snd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	defer close(snd.release)
+	p, _ := json.Marshal(fullOf("A", 1, 8, 8))
+	if err := publishWait(b, "S1", wire.KindTelemetry, p); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := b.Book(ctx, "u1", "S1"); err != nil {
+		t.Fatal(err)
+	}
+	<-snd.got // the sender holds the first reserve
+	for _, u := range []string{"u2", "u3", "u4"} {
+		if _, err := b.Book(ctx, u, "S1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// One reserve fits the queue; the other two are dropped.
+	if got := counterValue(t, reg, "swapd_bridge_send_queue_dropped_total"); got != 2 {
+		t.Fatalf("dropped %v sends, want 2", got)
 	}
 }
