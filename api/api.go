@@ -150,9 +150,24 @@ func New(cfg Config, st Store, b Bridge, creds CredentialCache) (*API, error) {
 	return a, nil
 }
 
+// handlerFunc is an HTTP handler that returns its error instead of
+// answering it: adapt maps every error to the contract's error body, in one
+// place (see fail).
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// adapt turns h into an http.HandlerFunc that answers h's error with fail.
+// h must not have written a response when it returns an error.
+func (a *API) adapt(h handlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			a.fail(w, r, err)
+		}
+	}
+}
+
 type route struct {
 	method, path string
-	h            http.HandlerFunc
+	h            handlerFunc
 }
 
 func (a *API) routes() []route {
@@ -205,18 +220,18 @@ func (a *API) Register(mux *http.ServeMux) {
 	}
 	for _, p := range order {
 		methods := strings.Join(allowed[p], ", ")
-		mux.Handle(p, a.wrap(p, func(w http.ResponseWriter, r *http.Request) {
+		mux.Handle(p, a.wrap(p, func(w http.ResponseWriter, r *http.Request) error {
 			if r.Method == http.MethodOptions {
 				w.Header().Set("Allow", methods+", OPTIONS")
 				w.WriteHeader(http.StatusNoContent)
-				return
+				return nil
 			}
 			w.Header().Set("Allow", methods)
-			writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed here; use "+methods)
+			return errorf(http.StatusMethodNotAllowed, "method_not_allowed", "%s is not allowed here; use %s", r.Method, methods)
 		}))
 	}
-	mux.Handle("/api/", a.wrap("/api/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path)
+	mux.Handle("/api/", a.wrap("/api/", func(w http.ResponseWriter, r *http.Request) error {
+		return errorf(http.StatusNotFound, "not_found", "no such endpoint: %s", r.URL.Path)
 	}))
 }
 
@@ -240,8 +255,10 @@ func (s *statusWriter) Write(b []byte) (int, error) {
 	return s.ResponseWriter.Write(b)
 }
 
-// wrap adds the request id, CORS, panic recovery, logging and metrics.
-func (a *API) wrap(route string, h http.HandlerFunc) http.Handler {
+// wrap adapts h (see adapt) and adds the request id, CORS, panic recovery,
+// logging and metrics.
+func (a *API) wrap(route string, h handlerFunc) http.Handler {
+	serve := a.adapt(h)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		id := r.Header.Get("X-Request-Id")
@@ -266,7 +283,7 @@ func (a *API) wrap(route string, h http.HandlerFunc) http.Handler {
 			w.WriteHeader(http.StatusNoContent)
 			return
 		}
-		h(sw, r)
+		serve(sw, r)
 	})
 }
 
@@ -326,9 +343,6 @@ func bearer(r *http.Request) string {
 	return r.URL.Query().Get("token")
 }
 
-// Bearer is bearer for the other HTTP parts of the server.
-func Bearer(r *http.Request) string { return bearer(r) }
-
 type ctxKey struct{}
 
 func userFrom(r *http.Request) string {
@@ -355,26 +369,25 @@ func (a *API) UserForToken(token string) (string, error) {
 // ErrBadToken is returned by UserForToken for a missing or unknown token.
 var ErrBadToken = errors.New("api: unknown token")
 
-func (a *API) user(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+// user lets through requests with a valid user token and gives h the user
+// id (userFrom); a wrong token is answered after the login slowdown.
+func (a *API) user(h handlerFunc) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
 		t := bearer(r)
 		if t == "" {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="swapd"`)
-			writeError(w, http.StatusUnauthorized, "unauthorized", "a user token is required: Authorization: Bearer <token>")
-			return
+			return errorf(http.StatusUnauthorized, "unauthorized", "a user token is required: Authorization: Bearer <token>")
 		}
 		uid, err := a.UserForToken(t)
 		if errors.Is(err, ErrBadToken) {
 			a.LoginFailed(r)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="swapd", error="invalid_token"`)
-			writeError(w, http.StatusUnauthorized, "unauthorized", "the token is not valid")
-			return
+			return errorf(http.StatusUnauthorized, "unauthorized", "the token is not valid")
 		}
 		if err != nil {
-			a.fail(w, r, err)
-			return
+			return err
 		}
-		h(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, uid)))
+		return h(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, uid)))
 	}
 }
 
@@ -389,24 +402,26 @@ func NewSecret() string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
+func (a *API) healthz(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
 }
 
-func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
+func (a *API) readyz(w http.ResponseWriter, r *http.Request) error {
 	if a.cfg.Ready != nil {
 		if err := a.cfg.Ready(); err != nil {
-			writeError(w, http.StatusServiceUnavailable, "not_ready", err.Error())
-			return
+			return &apiError{status: http.StatusServiceUnavailable, code: "not_ready", message: err.Error()}
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	return nil
 }
 
-func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
+func (a *API) metrics(w http.ResponseWriter, r *http.Request) error {
 	g := a.cfg.Gatherer
 	if g == nil {
 		g = prometheus.DefaultGatherer
 	}
 	promhttp.HandlerFor(g, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+	return nil
 }

@@ -153,29 +153,32 @@ func (a *API) isAdmin(r *http.Request) bool {
 
 // AdminOnly wraps h for the server's other admin-only routes (the
 // profiles): the same token check and 401 answers as /api/admin/….
-func (a *API) AdminOnly(h http.HandlerFunc) http.HandlerFunc { return a.admin(h) }
+func (a *API) AdminOnly(h http.HandlerFunc) http.HandlerFunc {
+	return a.adapt(a.admin(func(w http.ResponseWriter, r *http.Request) error {
+		h(w, r)
+		return nil
+	}))
+}
 
 // admin lets through requests that carry the admin token in the
 // Authorization header. A token in ?token= is refused (it would end up in
 // proxy and access logs); a wrong token is answered after the login
 // slowdown.
-func (a *API) admin(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+func (a *API) admin(h handlerFunc) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
 		if headerBearer(r) == "" {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="swapd-admin"`)
 			msg := "the admin token is required: Authorization: Bearer <token>"
 			if r.Header.Get("Authorization") == "" && r.URL.Query().Has("token") {
 				msg = "the admin token is accepted only in the Authorization header (Authorization: Bearer <token>), never as ?token="
 			}
-			writeError(w, http.StatusUnauthorized, "unauthorized", msg)
-			return
+			return &apiError{status: http.StatusUnauthorized, code: "unauthorized", message: msg}
 		}
 		if !a.isAdmin(r) {
 			a.LoginFailed(r)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="swapd-admin", error="invalid_token"`)
-			writeError(w, http.StatusUnauthorized, "unauthorized", "the admin token is wrong")
-			return
+			return errorf(http.StatusUnauthorized, "unauthorized", "the admin token is wrong")
 		}
-		h(w, r)
+		return h(w, r)
 	}
 }

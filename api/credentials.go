@@ -42,13 +42,7 @@ type UserSessions interface {
 func (a *API) SetUserSessions(s UserSessions) { a.sessions = s }
 
 // rotateSecret serves POST /api/admin/stations/{sid}/secret.
-func (a *API) rotateSecret(w http.ResponseWriter, r *http.Request) {
-	if err := a.doRotateSecret(w, r); err != nil {
-		a.fail(w, r, err)
-	}
-}
-
-func (a *API) doRotateSecret(w http.ResponseWriter, r *http.Request) error {
+func (a *API) rotateSecret(w http.ResponseWriter, r *http.Request) error {
 	sid, aerr := pathID(r, "sid", "station id")
 	if aerr != nil {
 		return aerr
@@ -87,93 +81,85 @@ func (a *API) doRotateSecret(w http.ResponseWriter, r *http.Request) error {
 }
 
 // deleteStation serves DELETE /api/admin/stations/{sid}.
-func (a *API) deleteStation(w http.ResponseWriter, r *http.Request) {
+func (a *API) deleteStation(w http.ResponseWriter, r *http.Request) error {
 	sid, aerr := pathID(r, "sid", "station id")
 	if aerr != nil {
-		a.fail(w, r, aerr)
-		return
+		return aerr
 	}
 	if err := a.bridge.DeleteStation(r.Context(), sid); err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	if a.creds != nil {
 		a.creds.Revoke(sid)
 	}
 	a.log.Info("station deleted", "station", sid)
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 // addToken serves POST /api/admin/users/{uid}/tokens.
-func (a *API) addToken(w http.ResponseWriter, r *http.Request) {
+func (a *API) addToken(w http.ResponseWriter, r *http.Request) error {
 	uid, aerr := pathID(r, "uid", "user id")
 	if aerr != nil {
-		a.fail(w, r, aerr)
-		return
+		return aerr
 	}
 	token := NewSecret()
 	id, err := a.store.AddUserToken(r.Context(), uid, HashToken(token))
 	if errors.Is(err, store.ErrNotFound) {
-		a.fail(w, r, userNotFound(uid))
-		return
+		return userNotFound(uid)
 	}
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	a.log.Info("user token added", "user", uid, "token_id", id)
 	writeJSON(w, http.StatusCreated, wire.UserTokenResponse{ID: id, UserID: uid, Token: token})
+	return nil
 }
 
 // revokeTokens serves DELETE /api/admin/users/{uid}/tokens.
-func (a *API) revokeTokens(w http.ResponseWriter, r *http.Request) {
+func (a *API) revokeTokens(w http.ResponseWriter, r *http.Request) error {
 	uid, aerr := pathID(r, "uid", "user id")
 	if aerr != nil {
-		a.fail(w, r, aerr)
-		return
+		return aerr
 	}
 	n, err := a.store.RevokeUserTokens(r.Context(), uid)
 	if errors.Is(err, store.ErrNotFound) {
-		a.fail(w, r, userNotFound(uid))
-		return
+		return userNotFound(uid)
 	}
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	closed := a.disconnectUser(uid)
 	a.log.Info("user tokens revoked", "user", uid, "tokens", n, "websockets_closed", closed)
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 // deleteUser serves DELETE /api/admin/users/{uid}: the tokens go first (so
 // the user can start nothing new), then its WebSockets, then its active
 // bookings are cancelled, then the user.
-func (a *API) deleteUser(w http.ResponseWriter, r *http.Request) {
+func (a *API) deleteUser(w http.ResponseWriter, r *http.Request) error {
 	uid, aerr := pathID(r, "uid", "user id")
 	if aerr != nil {
-		a.fail(w, r, aerr)
-		return
+		return aerr
 	}
 	if _, err := a.store.RevokeUserTokens(r.Context(), uid); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			err = userNotFound(uid)
 		}
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	closed := a.disconnectUser(uid)
 	cancelled, err := a.bridge.CancelUserBookings(r.Context(), uid)
 	if err != nil {
-		a.fail(w, r, fmt.Errorf("delete user %s: %w", uid, err))
-		return
+		return fmt.Errorf("delete user %s: %w", uid, err)
 	}
 	if err := a.store.DeleteUser(r.Context(), uid); err != nil && !errors.Is(err, store.ErrNotFound) {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	a.log.Info("user deleted", "user", uid, "websockets_closed", closed, "bookings_cancelled", cancelled)
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 func (a *API) disconnectUser(uid string) int {

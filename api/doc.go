@@ -11,7 +11,9 @@
 // (UserSessions).
 //
 // Handlers block only on the store (reads, and group-committed writes) and on
-// the bridge, which serializes per station. Every error is answered in the
-// contract's shape {"error":{"code":"…","message":"…"}}; Go error strings and
-// stack traces never reach a client.
+// the bridge, which serializes per station. Handlers return their error
+// (handlerFunc) and one adapter answers it (adapt, with fail mapping the
+// API's own errors and the bridge's and store's sentinels) in the contract's
+// shape {"error":{"code":"…","message":"…"}}; Go error strings and stack
+// traces never reach a client.
 package api

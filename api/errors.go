@@ -46,12 +46,6 @@ func writeError(w http.ResponseWriter, status int, code, message string) {
 	writeJSON(w, status, wire.ErrorBody{Error: wire.ErrorDetail{Code: code, Message: message}})
 }
 
-// WriteError answers with the contract's error shape; exported for the other
-// HTTP parts of the server (the WebSocket endpoints before upgrade).
-func WriteError(w http.ResponseWriter, status int, code, message string) {
-	writeError(w, status, code, message)
-}
-
 // decodeBody decodes a JSON object body into v, with a size limit and clear
 // messages for the usual mistakes.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) *apiError {

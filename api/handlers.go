@@ -67,65 +67,62 @@ func pathID(r *http.Request, name, what string) (string, *apiError) {
 	return v, nil
 }
 
-func (a *API) listStations(w http.ResponseWriter, r *http.Request) {
+func (a *API) listStations(w http.ResponseWriter, r *http.Request) error {
 	views, err := a.bridge.StationViews()
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	if views == nil {
 		views = []wire.StationView{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"stations": views})
+	return nil
 }
 
-func (a *API) getStation(w http.ResponseWriter, r *http.Request) {
+func (a *API) getStation(w http.ResponseWriter, r *http.Request) error {
 	sid, aerr := pathID(r, "sid", "station id")
 	if aerr != nil {
-		a.fail(w, r, aerr)
-		return
+		return aerr
 	}
 	v, err := a.bridge.StationView(sid)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, v)
+	return nil
 }
 
 type createBookingRequest struct {
 	StationID string `json:"station_id"`
 }
 
-func (a *API) createBooking(w http.ResponseWriter, r *http.Request) {
+func (a *API) createBooking(w http.ResponseWriter, r *http.Request) error {
 	var req createBookingRequest
 	if aerr := decodeBody(w, r, &req); aerr != nil {
-		a.fail(w, r, aerr)
-		return
+		return aerr
 	}
 	if aerr := checkID("invalid_field", "station_id", req.StationID); aerr != nil {
-		a.fail(w, r, aerr)
-		return
+		return aerr
 	}
 	b, err := a.bridge.Book(r.Context(), userFrom(r), req.StationID)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	w.Header().Set("Location", "/api/bookings/"+b.ID)
 	writeJSON(w, http.StatusCreated, b)
+	return nil
 }
 
-func (a *API) listBookings(w http.ResponseWriter, r *http.Request) {
+func (a *API) listBookings(w http.ResponseWriter, r *http.Request) error {
 	bs, err := a.bridge.UserBookings(userFrom(r))
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	if bs == nil {
 		bs = []wire.Booking{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"bookings": bs})
+	return nil
 }
 
 func (a *API) bookingID(r *http.Request) (string, *apiError) {
@@ -138,19 +135,18 @@ func (a *API) bookingID(r *http.Request) (string, *apiError) {
 
 // bookingOp serves GET /api/bookings/{id} and its cancel and collect
 // actions: op gets the authenticated user and the booking id.
-func (a *API) bookingOp(op func(ctx context.Context, userID, bookingID string) (wire.Booking, error)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+func (a *API) bookingOp(op func(ctx context.Context, userID, bookingID string) (wire.Booking, error)) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
 		id, aerr := a.bookingID(r)
 		if aerr != nil {
-			a.fail(w, r, aerr)
-			return
+			return aerr
 		}
 		b, err := op(r.Context(), userFrom(r), id)
 		if err != nil {
-			a.fail(w, r, err)
-			return
+			return err
 		}
 		writeJSON(w, http.StatusOK, b)
+		return nil
 	}
 }
 
@@ -187,14 +183,13 @@ const (
 // listEvents serves the event log. Without a token: station events (all, or
 // one station's with station_id). With a user token and no station_id: that
 // user's own events. With the admin token and no station_id: every event.
-func (a *API) listEvents(w http.ResponseWriter, r *http.Request) {
+func (a *API) listEvents(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	var since uint64
 	if s := q.Get("since"); s != "" {
 		v, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
-			a.fail(w, r, errorf(http.StatusBadRequest, "invalid_since", "since must be a non-negative integer"))
-			return
+			return errorf(http.StatusBadRequest, "invalid_since", "since must be a non-negative integer")
 		}
 		since = v
 	}
@@ -202,20 +197,17 @@ func (a *API) listEvents(w http.ResponseWriter, r *http.Request) {
 	if s := q.Get("limit"); s != "" {
 		v, err := strconv.Atoi(s)
 		if err != nil || v < 1 || v > maxEventLimit {
-			a.fail(w, r, errorf(http.StatusBadRequest, "invalid_limit", "limit must be an integer from 1 to %d", maxEventLimit))
-			return
+			return errorf(http.StatusBadRequest, "invalid_limit", "limit must be an integer from 1 to %d", maxEventLimit)
 		}
 		limit = v
 	}
 	ch := store.Channel{Kind: store.AllStations}
 	if sid := q.Get("station_id"); sid != "" {
 		if !wire.ValidID(sid) {
-			a.fail(w, r, errorf(http.StatusBadRequest, "invalid_id", "station_id is not a valid station id"))
-			return
+			return errorf(http.StatusBadRequest, "invalid_id", "station_id is not a valid station id")
 		}
 		if !a.bridge.StationExists(sid) {
-			a.fail(w, r, errorf(http.StatusNotFound, "station_not_found", "no such station"))
-			return
+			return errorf(http.StatusNotFound, "station_not_found", "no such station")
 		}
 		ch = store.Channel{Kind: store.OneStation, ID: sid}
 	} else if t := bearer(r); t != "" {
@@ -227,11 +219,9 @@ func (a *API) listEvents(w http.ResponseWriter, r *http.Request) {
 			if err != nil {
 				if errors.Is(err, ErrBadToken) {
 					a.LoginFailed(r)
-					writeError(w, http.StatusUnauthorized, "unauthorized", "the token is not valid")
-					return
+					return errorf(http.StatusUnauthorized, "unauthorized", "the token is not valid")
 				}
-				a.fail(w, r, err)
-				return
+				return err
 			}
 			ch = store.Channel{Kind: store.OneUser, ID: uid}
 		}
@@ -247,8 +237,7 @@ func (a *API) listEvents(w http.ResponseWriter, r *http.Request) {
 		evs, err = a.store.EventsAfter(ch, from, limit)
 	}
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	for _, ev := range evs {
 		page.Events = append(page.Events, json.RawMessage(ev.Data))
@@ -256,34 +245,28 @@ func (a *API) listEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	page.LastSeq = a.store.LastSeq()
 	writeJSON(w, http.StatusOK, page)
+	return nil
 }
 
-func (a *API) createStation(w http.ResponseWriter, r *http.Request) {
+func (a *API) createStation(w http.ResponseWriter, r *http.Request) error {
 	var req wire.CreateStationRequest
 	if aerr := decodeBody(w, r, &req); aerr != nil {
-		a.fail(w, r, aerr)
-		return
+		return aerr
 	}
 	if aerr := checkID("invalid_field", "id", req.ID); aerr != nil {
-		a.fail(w, r, aerr)
-		return
+		return aerr
 	}
 	switch {
 	case req.ID == "inline":
-		a.fail(w, r, errorf(http.StatusBadRequest, "invalid_field", `station id "inline" is reserved for the server's own MQTT client`))
-		return
+		return errorf(http.StatusBadRequest, "invalid_field", `station id "inline" is reserved for the server's own MQTT client`)
 	case req.Slots < 1 || req.Slots > wire.MaxSlots:
-		a.fail(w, r, errorf(http.StatusBadRequest, "invalid_field", "slots must be from 1 to %d", wire.MaxSlots))
-		return
+		return errorf(http.StatusBadRequest, "invalid_field", "slots must be from 1 to %d", wire.MaxSlots)
 	case len(req.Name) > 200:
-		a.fail(w, r, errorf(http.StatusBadRequest, "invalid_field", "name must be at most 200 bytes"))
-		return
+		return errorf(http.StatusBadRequest, "invalid_field", "name must be at most 200 bytes")
 	case wire.HasControl(req.Name):
-		a.fail(w, r, errorf(http.StatusBadRequest, "invalid_field", "name must not contain control characters"))
-		return
+		return errorf(http.StatusBadRequest, "invalid_field", "name must not contain control characters")
 	case math.IsNaN(req.Lat) || req.Lat < -90 || req.Lat > 90 || math.IsNaN(req.Lon) || req.Lon < -180 || req.Lon > 180:
-		a.fail(w, r, errorf(http.StatusBadRequest, "invalid_field", "lat must be within ±90 and lon within ±180"))
-		return
+		return errorf(http.StatusBadRequest, "invalid_field", "lat must be within ±90 and lon within ±180")
 	}
 	if req.Name == "" {
 		req.Name = req.ID
@@ -295,21 +278,19 @@ func (a *API) createStation(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := a.store.CreateStation(r.Context(), st); err != nil {
 		if errors.Is(err, store.ErrExists) {
-			a.fail(w, r, errorf(http.StatusConflict, "station_exists", "station %q already exists", req.ID))
-			return
+			return errorf(http.StatusConflict, "station_exists", "station %q already exists", req.ID)
 		}
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	if a.creds != nil {
 		a.creds.Invalidate(st.ID)
 	}
 	if err := a.bridge.StationProvisioned(r.Context(), st.ID); err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	a.log.Info("station provisioned", "station", st.ID, "slots", st.Slots)
 	writeJSON(w, http.StatusCreated, wire.CreateStationResponse{ID: st.ID, Secret: secret})
+	return nil
 }
 
 // adminStation is a provisioned station as the admin list shows it.
@@ -322,41 +303,38 @@ type adminStation struct {
 	CreatedAt time.Time `json:"created_at"`
 }
 
-func (a *API) adminListStations(w http.ResponseWriter, r *http.Request) {
+func (a *API) adminListStations(w http.ResponseWriter, r *http.Request) error {
 	sts, err := a.store.Stations()
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	out := make([]adminStation, 0, len(sts))
 	for _, s := range sts {
 		out = append(out, adminStation{ID: s.ID, Name: s.Name, Slots: s.Slots, Lat: s.Lat, Lon: s.Lon, CreatedAt: s.CreatedAt})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"stations": out})
+	return nil
 }
 
-func (a *API) createUser(w http.ResponseWriter, r *http.Request) {
+func (a *API) createUser(w http.ResponseWriter, r *http.Request) error {
 	var req wire.CreateUserRequest
 	if aerr := decodeBody(w, r, &req); aerr != nil {
-		a.fail(w, r, aerr)
-		return
+		return aerr
 	}
 	if aerr := checkID("invalid_field", "id", req.ID); aerr != nil {
-		a.fail(w, r, aerr)
-		return
+		return aerr
 	}
 	token := NewSecret()
 	u := store.User{ID: req.ID, TokenHash: HashToken(token), CreatedAt: time.Now().UTC()}
 	if err := a.store.CreateUser(r.Context(), u); err != nil {
 		if errors.Is(err, store.ErrExists) {
-			a.fail(w, r, errorf(http.StatusConflict, "user_exists", "user %q already exists", req.ID))
-			return
+			return errorf(http.StatusConflict, "user_exists", "user %q already exists", req.ID)
 		}
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	a.log.Info("user created", "user", u.ID)
 	writeJSON(w, http.StatusCreated, wire.CreateUserResponse{ID: u.ID, Token: token})
+	return nil
 }
 
 type notificationRequest struct {
@@ -364,72 +342,61 @@ type notificationRequest struct {
 	wire.Notification
 }
 
-func (a *API) sendNotification(w http.ResponseWriter, r *http.Request) {
+func (a *API) sendNotification(w http.ResponseWriter, r *http.Request) error {
 	var req notificationRequest
 	if aerr := decodeBody(w, r, &req); aerr != nil {
-		a.fail(w, r, aerr)
-		return
+		return aerr
 	}
 	if aerr := checkID("invalid_field", "user_id", req.UserID); aerr != nil {
-		a.fail(w, r, aerr)
-		return
+		return aerr
 	}
 	if req.Level == "" {
 		req.Level = wire.LevelInfo
 	}
 	switch {
 	case req.Level != wire.LevelInfo && req.Level != wire.LevelWarning && req.Level != wire.LevelError:
-		a.fail(w, r, errorf(http.StatusBadRequest, "invalid_field", `level must be "info", "warning" or "error"`))
-		return
+		return errorf(http.StatusBadRequest, "invalid_field", `level must be "info", "warning" or "error"`)
 	case req.Title == "" && req.Message == "":
-		a.fail(w, r, errorf(http.StatusBadRequest, "invalid_field", "title or message is required"))
-		return
+		return errorf(http.StatusBadRequest, "invalid_field", "title or message is required")
 	case len(req.Title) > 200 || len(req.Message) > 4000 || len(req.BookingID) > 64:
-		a.fail(w, r, errorf(http.StatusBadRequest, "invalid_field", "title (200), message (4000) or booking_id (64) too long"))
-		return
+		return errorf(http.StatusBadRequest, "invalid_field", "title (200), message (4000) or booking_id (64) too long")
 	}
 	if _, err := a.store.User(req.UserID); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			a.fail(w, r, errorf(http.StatusNotFound, "user_not_found", "no such user %q", req.UserID))
-			return
+			return errorf(http.StatusNotFound, "user_not_found", "no such user %q", req.UserID)
 		}
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	if err := a.bridge.Notify(r.Context(), req.UserID, req.Notification); err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusAccepted, map[string]string{"status": "sent"})
+	return nil
 }
 
 type statusRequest struct {
 	Status string `json:"status"`
 }
 
-func (a *API) setStationStatus(w http.ResponseWriter, r *http.Request) {
+func (a *API) setStationStatus(w http.ResponseWriter, r *http.Request) error {
 	sid, aerr := pathID(r, "sid", "station id")
 	if aerr != nil {
-		a.fail(w, r, aerr)
-		return
+		return aerr
 	}
 	var req statusRequest
 	if aerr := decodeBody(w, r, &req); aerr != nil {
-		a.fail(w, r, aerr)
-		return
+		return aerr
 	}
 	if req.Status != wire.StationMaintenance && req.Status != wire.StationOnline {
-		a.fail(w, r, errorf(http.StatusBadRequest, "invalid_field", `status must be "maintenance" or "online"`))
-		return
+		return errorf(http.StatusBadRequest, "invalid_field", `status must be "maintenance" or "online"`)
 	}
 	if err := a.bridge.SetOperatorStatus(r.Context(), sid, req.Status); err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	v, err := a.bridge.StationView(sid)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, v)
+	return nil
 }
