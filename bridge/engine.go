@@ -37,10 +37,52 @@ import (
 // errResync: the station is being reloaded after a failed commit.
 var errResync = errors.New("bridge: station is being reloaded after a failed commit")
 
-// queued is one commit of a station appended and not yet answered; what
-// waits for every commit queued so far waits for the newest one.
+// queued is one commit of a station, from its making until it is
+// answered: the commit itself, what to do once it is durable, and what
+// waits for it (whatever waits for every commit queued so far waits for
+// the newest one).
 type queued struct {
-	waiters []func(error)
+	b      *Bridge
+	s      *station
+	commit commitlog.Commit
+	recs   [2]commitlog.Record // backing of commit.Records for most commits
+	enc    *[]byte             // the state record's buffer (stateBufPool)
+	done   func(error)
+
+	// After-durable effects.
+	sends      []sendReq
+	newBooking *booking
+	ended      []string // bookings the commit ends
+
+	waiters []func(error) // s.pmu
+}
+
+// settle is the commit's answer: it records it, runs the effects of a
+// durable commit (or gives back a failed booking's place), then calls done
+// and whatever waited. It runs on the log's goroutine (or at once if the
+// log refused the commit) and never blocks.
+func (q *queued) settle(err error) {
+	b, s := q.b, q.s
+	stateBufPool.Put(q.enc)
+	waiters := s.pop(q, err)
+	if err == nil {
+		for _, req := range q.sends {
+			b.trySend(req)
+		}
+		if bk := q.newBooking; bk != nil {
+			b.active.committed(bk.UserID, bk.ID)
+		}
+		for _, id := range q.ended {
+			b.active.release(id)
+		}
+	} else {
+		if bk := q.newBooking; bk != nil {
+			b.active.release(bk.ID)
+		}
+		err = fmt.Errorf("bridge: commit station %s: %w", s.info.ID, err)
+	}
+	q.done(err)
+	answer(waiters, err)
 }
 
 // change is one transition of a station.
@@ -74,29 +116,30 @@ func (b *Bridge) commit(s *station, c *change, now time.Time, done func(error)) 
 		return
 	}
 	b.settleCommands(s, c)
-	lc := &commitlog.Commit{Station: sid, Reopen: s.reopen, RemoveStation: c.remove}
-	enc := stateBufPool.Get().(*[]byte)
+	q := &queued{b: b, s: s, enc: stateBufPool.Get().(*[]byte), done: done, newBooking: c.newBooking}
+	lc := &q.commit
+	*lc = commitlog.Commit{Station: sid, Reopen: s.reopen, RemoveStation: c.remove, Records: q.recs[:0]}
 	fail := func(err error) {
-		stateBufPool.Put(enc)
+		stateBufPool.Put(q.enc)
 		done(fmt.Errorf("bridge: commit station %s: %w", sid, err))
 	}
 	if !c.sameState && !c.remove {
-		*enc = appendState((*enc)[:0], &c.next)
-		lc.Records = append(lc.Records, commitlog.Record{Kind: commitlog.KindStationState, Key: sid, Value: *enc})
+		*q.enc = appendState((*q.enc)[:0], &c.next)
+		lc.Records = append(lc.Records, commitlog.Record{Kind: commitlog.KindStationState, Key: sid, Value: *q.enc})
 	}
 
 	// Commands: the new ones, then the updates.
-	newCmds := make([]*command, len(c.eff.Commands))
-	sends := make([]sendReq, 0, len(newCmds))
-	for i, cmd := range c.eff.Commands {
+	var newCmds []*command
+	for _, cmd := range c.eff.Commands {
 		cmd.ID = newID("c", now)
-		newCmds[i] = newCommand(cmd, sid, now, b.cfg.CommandRetry, b.cfg.CommandTimeout)
-		p, err := newCmds[i].payload()
+		r := newCommand(cmd, sid, now, b.cfg.CommandRetry, b.cfg.CommandTimeout)
+		p, err := r.payload()
 		if err != nil {
 			fail(err)
 			return
 		}
-		sends = append(sends, sendReq{sid: sid, cmdID: cmd.ID, payload: p})
+		newCmds = append(newCmds, r)
+		q.sends = append(q.sends, sendReq{sid: sid, cmdID: cmd.ID, payload: p})
 	}
 	for _, r := range append(newCmds, c.cmdUpdates...) {
 		j, err := json.Marshal(r)
@@ -114,7 +157,6 @@ func (b *Bridge) commit(s *station, c *change, now time.Time, done func(error)) 
 		changed = append(changed, nb)
 		lc.Records = append(lc.Records, commitlog.Record{Kind: commitlog.KindUserBooking, Key: nb.UserID + "/" + nb.ID, Value: []byte{'1'}})
 	}
-	var ended []string
 	for _, bc := range c.eff.Bookings {
 		cur := s.bookings[bc.ID]
 		for _, bk := range changed {
@@ -141,7 +183,7 @@ func (b *Bridge) commit(s *station, c *change, now time.Time, done func(error)) 
 			changed = append(changed, nb)
 		}
 		if !nb.active() {
-			ended = append(ended, nb.ID)
+			q.ended = append(q.ended, nb.ID)
 		}
 	}
 	for _, bk := range changed {
@@ -165,32 +207,9 @@ func (b *Bridge) commit(s *station, c *change, now time.Time, done func(error)) 
 		return
 	}
 
-	q := s.push()
-	newBooking := c.newBooking
-	settle := func(err error) {
-		stateBufPool.Put(enc)
-		waiters := s.pop(q, err)
-		if err == nil {
-			for _, req := range sends {
-				b.trySend(req)
-			}
-			if newBooking != nil {
-				b.active.committed(newBooking.UserID, newBooking.ID)
-			}
-			for _, id := range ended {
-				b.active.release(id)
-			}
-		} else {
-			if newBooking != nil {
-				b.active.release(newBooking.ID)
-			}
-			err = fmt.Errorf("bridge: commit station %s: %w", sid, err)
-		}
-		done(err)
-		answer(waiters, err)
-	}
-	if err := b.log.Append(lc, settle); err != nil {
-		settle(err)
+	s.push(q)
+	if err := b.log.Append(lc, q.settle); err != nil {
+		q.settle(err)
 		return
 	}
 	s.reopen = false
@@ -225,14 +244,12 @@ func (b *Bridge) commitWait(ctx context.Context, s *station, c *change, now time
 	return wait(ctx, ch)
 }
 
-// push records a commit of s being appended (s.mu held).
-func (s *station) push() *queued {
-	q := &queued{}
+// push records q being appended (s.mu held).
+func (s *station) push(q *queued) {
 	s.pmu.Lock()
 	s.inflight++
 	s.tail = q
 	s.pmu.Unlock()
-	return q
 }
 
 // pop records the answer to q and returns what waited for it. A failure

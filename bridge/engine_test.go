@@ -123,8 +123,8 @@ type gate struct {
 	queue   []func()
 	fail    map[string]int // sid → how many of its next commits fail
 	failIf  func(c *commitlog.Commit) bool
-	appends int            // commits appended while held
-	changed chan struct{}  // closed on the next held append
+	appends int           // commits appended while held
+	changed chan struct{} // closed on the next held append
 }
 
 func (g *gate) Append(c *commitlog.Commit, done func(error)) error {
