@@ -76,8 +76,10 @@
 //     counted, coalesced into inventory_update, which is then published at
 //     most once a second. Booking events and station_status always go out.
 //   - Inventory counts (see thresholds.inventory): faulted slots, booked
-//     batteries (active reservation), empty slots, available (swappable)
-//     batteries, and charging_batteries for every other battery. The station
+//     batteries (active reservation), empty slots, unavailable batteries
+//     (every other battery of a station offline or in maintenance),
+//     available (swappable) batteries, and charging_batteries for every
+//     other battery. The station
 //     status is maintenance, offline, faulted (every slot faulted) or online.
 //
 // # Bookings

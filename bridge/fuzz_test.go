@@ -60,7 +60,7 @@ func FuzzHandlePublish(f *testing.F) {
 			t.Fatal(err)
 		}
 		inv := v.Inventory
-		if inv.AvailableBatteries+inv.BookedBatteries+inv.ChargingBatteries+inv.EmptySlots+inv.FaultedSlots != inv.TotalSlots || inv.TotalSlots != 4 {
+		if inv.AvailableBatteries+inv.BookedBatteries+inv.ChargingBatteries+inv.UnavailableBatteries+inv.EmptySlots+inv.FaultedSlots != inv.TotalSlots || inv.TotalSlots != 4 {
 			t.Fatalf("inventory %+v does not add up", inv)
 		}
 	})

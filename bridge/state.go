@@ -108,9 +108,10 @@ func (t *thresholds) swappable(st *stationState, s *slotState) bool {
 // inventory counts the station's slots by the contract's rules:
 // available = swappable; booked = reserved by an active booking; faulted =
 // reporting a fault (whether or not occupied); empty = no battery and no
-// fault; charging = every other battery (occupied, unreserved, no fault,
-// not swappable: still charging, too hot, door open, or the station is
-// offline or in maintenance). The five counts add up to total_slots.
+// fault; unavailable = every other battery of a station that is offline or
+// in maintenance; charging = every other battery of a station that is up
+// (occupied, unreserved, no fault, not swappable: still charging, too hot,
+// door open). The six counts add up to total_slots.
 func (t *thresholds) inventory(st *stationState) wire.Inventory {
 	inv := wire.Inventory{TotalSlots: len(st.Slots)}
 	for i := range st.Slots {
@@ -122,6 +123,8 @@ func (t *thresholds) inventory(st *stationState) wire.Inventory {
 			inv.BookedBatteries++
 		case s.BatteryID == "":
 			inv.EmptySlots++
+		case !up(st):
+			inv.UnavailableBatteries++
 		case t.swappable(st, s):
 			inv.AvailableBatteries++
 		default:

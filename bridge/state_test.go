@@ -494,9 +494,41 @@ func TestInventoryAddsUp(t *testing.T) {
 	st := booked(t, m)
 	st.Slots[3].Fault = "sensor"
 	inv := m.inventory(&st)
-	sum := inv.AvailableBatteries + inv.BookedBatteries + inv.ChargingBatteries + inv.EmptySlots + inv.FaultedSlots
+	sum := inv.AvailableBatteries + inv.BookedBatteries + inv.ChargingBatteries + inv.UnavailableBatteries + inv.EmptySlots + inv.FaultedSlots
 	if sum != inv.TotalSlots || inv.TotalSlots != 4 {
 		t.Fatalf("counts %+v do not add up", inv)
+	}
+}
+
+// A station that is offline or in maintenance offers nothing, and its
+// batteries are counted unavailable, not charging: the counts say why
+// nothing can be booked there. Booked and faulted slots keep their counts.
+func TestInventoryOfflineOrMaintenanceIsUnavailable(t *testing.T) {
+	m := testMachine()
+	st := booked(t, m) // online: one booked, the others as reported
+	up := m.inventory(&st)
+	if up.UnavailableBatteries != 0 {
+		t.Fatalf("online station: %+v, want no unavailable battery", up)
+	}
+	for name, mutate := range map[string]func(*stationState){
+		"offline":     func(s *stationState) { s.Online = false },
+		"maintenance": func(s *stationState) { s.Maintenance = true },
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := st
+			s.Slots = append([]slotState(nil), st.Slots...)
+			mutate(&s)
+			inv := m.inventory(&s)
+			want := up
+			want.UnavailableBatteries = up.AvailableBatteries + up.ChargingBatteries
+			want.AvailableBatteries, want.ChargingBatteries = 0, 0
+			if inv != want {
+				t.Fatalf("counts %+v, want %+v", inv, want)
+			}
+			if want.UnavailableBatteries == 0 {
+				t.Fatal("the test station has no battery to make unavailable")
+			}
+		})
 	}
 }
 

@@ -14,7 +14,7 @@ import (
 // compact binary encoding rather than JSON (which took ~8 µs and ~2 KB per
 // message for 12 slots). Records written by earlier versions are JSON; the
 // decoder tells them apart by the first byte ('{' or whitespace for JSON,
-// stateCodecV1 for this format) and reads both.
+// stateCodecV1 or stateCodecV2 for this format) and reads all three.
 //
 // Format v1 (uvarint: unsigned LEB128; str: uvarint length + bytes;
 // float: the float64's bits byte-reversed as a uvarint, so round values are
@@ -26,11 +26,17 @@ import (
 //	6 × uvarint inventory (available, booked, charging, empty, faulted,
 //	total) | uvarint len(slots) | slot…
 //
+// Format v2 (0xB2, written since the unavailable count) is v1 with a
+// seventh inventory count, unavailable, after the six.
+//
 //	slot: flags(known 1, charging 2, locked 4, reservation 8) | str battery
 //	| float soc | float soh | float temp | float voltage | str door |
 //	str fault | [reservation: str booking | str user | str battery |
 //	str status | flags(unlocked 1) | time expires]
-const stateCodecV1 = 0xB1
+const (
+	stateCodecV1 = 0xB1
+	stateCodecV2 = 0xB2
+)
 
 // Bounds the decoder applies to a record, far above anything valid, so a
 // corrupt record cannot make it allocate without limit.
@@ -43,7 +49,7 @@ var errStateRecord = errors.New("corrupt station state record")
 
 // appendState appends st's record to dst.
 func appendState(dst []byte, st *stationState) []byte {
-	dst = append(dst, stateCodecV1)
+	dst = append(dst, stateCodecV2)
 	var fl byte
 	if st.Online {
 		fl |= 1
@@ -63,7 +69,7 @@ func appendState(dst []byte, st *stationState) []byte {
 	dst = appendTime(dst, st.OfflineSince)
 	dst = appendStr(dst, st.Status)
 	inv := &st.Inv
-	for _, n := range [...]int{inv.AvailableBatteries, inv.BookedBatteries, inv.ChargingBatteries, inv.EmptySlots, inv.FaultedSlots, inv.TotalSlots} {
+	for _, n := range [...]int{inv.AvailableBatteries, inv.BookedBatteries, inv.ChargingBatteries, inv.EmptySlots, inv.FaultedSlots, inv.TotalSlots, inv.UnavailableBatteries} {
 		dst = binary.AppendUvarint(dst, uint64(max(n, 0)))
 	}
 	dst = binary.AppendUvarint(dst, uint64(len(st.Slots)))
@@ -136,7 +142,8 @@ func decodeState(raw []byte, st *stationState) error {
 		return json.Unmarshal(raw, st)
 	}
 	d := stateDecoder{b: raw}
-	if d.byte() != stateCodecV1 {
+	version := d.byte()
+	if version != stateCodecV1 && version != stateCodecV2 {
 		return fmt.Errorf("%w: unknown format", errStateRecord)
 	}
 	var out stationState
@@ -157,6 +164,9 @@ func decodeState(raw []byte, st *stationState) error {
 	inv := &out.Inv
 	for _, p := range [...]*int{&inv.AvailableBatteries, &inv.BookedBatteries, &inv.ChargingBatteries, &inv.EmptySlots, &inv.FaultedSlots, &inv.TotalSlots} {
 		*p = int(d.count(math.MaxInt32))
+	}
+	if version == stateCodecV2 {
+		inv.UnavailableBatteries = int(d.count(math.MaxInt32))
 	}
 	out.Slots = make([]slotState, d.count(maxDecodedSlots))
 	for i := range out.Slots {

@@ -18,7 +18,7 @@ func fullState() stationState {
 		OldBoots: []string{"boot-1", "boot-2"}, Seq: 1<<40 + 7,
 		LastSeen: t0, OfflineSince: t0.Add(-time.Hour),
 		Status: wire.StationMaintenance,
-		Inv:    wire.Inventory{AvailableBatteries: 1, BookedBatteries: 1, ChargingBatteries: 1, EmptySlots: 1, FaultedSlots: 1, TotalSlots: 5},
+		Inv:    wire.Inventory{AvailableBatteries: 1, BookedBatteries: 1, ChargingBatteries: 1, UnavailableBatteries: 2, EmptySlots: 1, FaultedSlots: 1, TotalSlots: 7},
 		Slots: []slotState{
 			{},
 			{Known: true, BatteryID: "B-1", SoC: 95, SoH: 97.25, TempC: 31.2, VoltageV: 52.1, Charging: true, Door: wire.DoorClosed, Locked: true},
@@ -50,6 +50,40 @@ func TestStateCodecRoundTrip(t *testing.T) {
 				t.Fatalf("round trip:\n got %+v\nwant %+v", got, st)
 			}
 		})
+	}
+}
+
+// A record in format v1 (six inventory counts, before the unavailable
+// count) still loads, with no unavailable batteries.
+func TestStateCodecReadsV1(t *testing.T) {
+	st := fullState()
+	st.Inv.UnavailableBatteries = 0
+	v2 := appendState(nil, &st)
+	// v1 is v2 without the seventh count: find it right after the six.
+	d := stateDecoder{b: v2}
+	d.byte()
+	d.byte()
+	d.str()
+	d.str()
+	for range d.count(maxDecodedOld) {
+		d.str()
+	}
+	d.uvarint()
+	d.time()
+	d.time()
+	d.str()
+	for range 6 {
+		d.uvarint()
+	}
+	at := len(v2) - len(d.b)
+	v1 := append([]byte{stateCodecV1}, v2[1:at]...)
+	v1 = append(v1, v2[at+1:]...) // the seventh count (0) is one byte
+	var got stationState
+	if err := decodeState(v1, &got); err != nil {
+		t.Fatalf("decode v1: %v", err)
+	}
+	if !reflect.DeepEqual(got, st) {
+		t.Fatalf("v1 record:\n got %+v\nwant %+v", got, st)
 	}
 }
 

@@ -50,9 +50,13 @@ type Inventory struct {
 	AvailableBatteries int `json:"available_batteries"`
 	BookedBatteries    int `json:"booked_batteries"`
 	ChargingBatteries  int `json:"charging_batteries"`
-	EmptySlots         int `json:"empty_slots"`
-	FaultedSlots       int `json:"faulted_slots"`
-	TotalSlots         int `json:"total_slots"`
+	// UnavailableBatteries are batteries that would be available or
+	// charging but whose station is offline or in maintenance: nothing
+	// can be booked there (the station's status says why).
+	UnavailableBatteries int `json:"unavailable_batteries"`
+	EmptySlots           int `json:"empty_slots"`
+	FaultedSlots         int `json:"faulted_slots"`
+	TotalSlots           int `json:"total_slots"`
 }
 
 // InventoryUpdate is the fields of an inventory_update event.

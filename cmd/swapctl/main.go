@@ -302,9 +302,9 @@ func (c *cli) stationList(ctx context.Context) error {
 	rows := make([][]string, 0, len(sts))
 	for _, s := range sts {
 		rows = append(rows, []string{s.ID, s.Name, s.Status, fmt.Sprint(s.AvailableBatteries), fmt.Sprint(s.BookedBatteries),
-			fmt.Sprint(s.ChargingBatteries), fmt.Sprint(s.EmptySlots), fmt.Sprint(s.FaultedSlots), fmt.Sprint(s.TotalSlots), ago(s.LastSeen)})
+			fmt.Sprint(s.ChargingBatteries), fmt.Sprint(s.UnavailableBatteries), fmt.Sprint(s.EmptySlots), fmt.Sprint(s.FaultedSlots), fmt.Sprint(s.TotalSlots), ago(s.LastSeen)})
 	}
-	return c.table("ID\tNAME\tSTATUS\tAVAIL\tBOOKED\tCHARGING\tEMPTY\tFAULTED\tSLOTS\tLAST SEEN", rows)
+	return c.table("ID\tNAME\tSTATUS\tAVAIL\tBOOKED\tCHARGING\tUNAVAIL\tEMPTY\tFAULTED\tSLOTS\tLAST SEEN", rows)
 }
 
 func (c *cli) stationShow(ctx context.Context, id string) error {
@@ -319,8 +319,8 @@ func (c *cli) stationShow(ctx context.Context, id string) error {
 	if c.g.json {
 		return c.printJSON(s)
 	}
-	fmt.Fprintf(c.out, "%s (%s) %s, last seen %s\navailable %d, booked %d, charging %d, empty %d, faulted %d of %d slots\n\n",
-		esc(s.ID), esc(s.Name), esc(s.Status), ago(s.LastSeen), s.AvailableBatteries, s.BookedBatteries, s.ChargingBatteries, s.EmptySlots, s.FaultedSlots, s.TotalSlots)
+	fmt.Fprintf(c.out, "%s (%s) %s, last seen %s\navailable %d, booked %d, charging %d, unavailable %d, empty %d, faulted %d of %d slots\n\n",
+		esc(s.ID), esc(s.Name), esc(s.Status), ago(s.LastSeen), s.AvailableBatteries, s.BookedBatteries, s.ChargingBatteries, s.UnavailableBatteries, s.EmptySlots, s.FaultedSlots, s.TotalSlots)
 	rows := make([][]string, 0, len(s.Slots))
 	for _, sl := range s.Slots {
 		bat := sl.Battery()

@@ -123,6 +123,7 @@ const KINDS = [
   ['available', 'available_batteries', 'Ready'],
   ['booked', 'booked_batteries', 'Booked'],
   ['charging', 'charging_batteries', 'Charging'],
+  ['unavailable', 'unavailable_batteries', 'Unavailable'],
   ['empty', 'empty_slots', 'Empty'],
   ['faulted', 'faulted_slots', 'Fault'],
 ];
@@ -217,6 +218,7 @@ function renderCard(s, flash) {
   }
   c.bar.setAttribute('aria-label',
     `${v.available_batteries || 0} ready, ${v.booked_batteries || 0} booked, ${v.charging_batteries || 0} charging, ` +
+    `${v.unavailable_batteries || 0} unavailable (station ${st}), ` +
     `${v.empty_slots || 0} empty, ${v.faulted_slots || 0} faulted of ${total} slots`);
   c.seen.textContent = st === 'online' ? `seen ${ago(v.last_seen)}` : `last seen ${ago(v.last_seen)}`;
   c.book.hidden = !state.token;
@@ -475,22 +477,27 @@ async function loadDetail() {
   }
 }
 
-function slotState(sl) {
+// slotState is a slot's state as the counts name it; stationStatus is its
+// station's (a battery of a station offline or in maintenance is
+// unavailable, whatever its charge).
+function slotState(sl, stationStatus) {
   if (!sl.battery_id) return 'empty';
   if (sl.fault) return 'faulted';
   if (sl.reserved) return 'reserved';
+  if (stationStatus === 'offline' || stationStatus === 'maintenance') return 'unavailable';
   if (sl.swappable) return 'available';
   return 'charging';
 }
 
-function renderSlot(sl) {
-  const st = slotState(sl);
+function renderSlot(sl, stationStatus) {
+  const st = slotState(sl, stationStatus);
   const label = `Slot ${sl.slot}`;
   const tags = h('div', { class: 'tags' });
   const mine = sl.booking_id && state.bookings.some((b) => b.id === sl.booking_id);
   if (sl.reserved) tags.append(h('span', { class: 'tag reserved', text: mine ? 'your booking' : 'reserved' }));
   if (sl.fault) tags.append(h('span', { class: 'tag fault', text: 'fault: ' + sl.fault }));
-  if (sl.swappable) tags.append(h('span', { class: 'tag ready', text: 'ready to swap' }));
+  if (st === 'unavailable') tags.append(h('span', { class: 'tag', text: stationStatus === 'maintenance' ? 'unavailable: station in maintenance' : 'unavailable: station offline' }));
+  else if (sl.swappable) tags.append(h('span', { class: 'tag ready', text: 'ready to swap' }));
   else if (sl.charging) tags.append(h('span', { class: 'tag', text: 'charging' }));
   if (sl.door === 'open') tags.append(h('span', { class: 'tag open', text: 'door open' }));
   const doorLock = `${sl.door || '?'} · ${sl.locked ? 'locked' : 'unlocked'}`;
@@ -526,7 +533,7 @@ function renderDetail(v) {
     onclick: () => bookAt(v.id, book),
   }, 'Book a battery');
   const slots = h('ul', { class: 'slots', 'aria-label': `Slots of ${v.name || v.id}` },
-    (v.slots || []).map(renderSlot));
+    (v.slots || []).map((sl) => renderSlot(sl, st)));
   $('detail').replaceChildren(
     h('div', { class: 'detail-head' },
       h('div', {},
