@@ -21,7 +21,7 @@ import (
 // (also when the station is offline or in maintenance), ErrBookingLimit
 // (the user already holds Config.MaxActiveBookings active bookings, at any
 // stations; checked and reserved atomically with the booking). Blocks for
-// one store commit.
+// one commit.
 func (b *Bridge) Book(ctx context.Context, userID, stationID string) (wire.Booking, error) {
 	if err := wire.CheckID("user id", userID); err != nil {
 		return wire.Booking{}, fmt.Errorf("%w: %v", ErrBadRequest, err)

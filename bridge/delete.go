@@ -84,7 +84,7 @@ func (b *Bridge) DeleteStation(ctx context.Context, sid string) error {
 // CancelUserBookings cancels every active booking (pending, confirmed or
 // ready) of the user through Cancel, so each slot is released as if the
 // user had asked, and returns how many it cancelled. A booking that ended
-// meanwhile is skipped. Blocks for one store commit per booking.
+// meanwhile is skipped. Blocks for one commit per booking.
 func (b *Bridge) CancelUserBookings(ctx context.Context, userID string) (int, error) {
 	bks, err := b.UserBookings(userID)
 	if err != nil {

@@ -16,7 +16,7 @@ import (
 // collected). Start rebuilds the sets from the stations' reservations.
 //
 // The sets are a cache of the booking records: when a user is at the limit,
-// Book checks the committed bookings of the set against the store and drops
+// Book checks the committed bookings of the set against the log and drops
 // those that are no longer active, so an ending that did not pass through
 // the bridge's commit cannot keep a user locked out.
 type activeBookings struct {
@@ -49,7 +49,7 @@ func (a *activeBookings) put(uid, id string, committed bool) {
 
 // reserve takes a place for booking id of uid, or reports false when the
 // user already holds limit active bookings. Before refusing it drops the
-// user's committed bookings that the store no longer holds as active.
+// user's committed bookings that the log no longer holds as active.
 func (a *activeBookings) reserve(lookup func(id string) (wire.Booking, error), uid, id string) (bool, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
