@@ -179,7 +179,8 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("reservations: %w", err)
 	}
 	a.mu.Lock()
-	a.info = Status{StationID: a.cfg.StationID, BootID: a.bootID, AgentVersion: a.version, Driver: a.cfg.Driver, Broker: a.cfg.Server, Started: a.now()}
+	a.info = Status{StationID: a.cfg.StationID, BootID: a.bootID, AgentVersion: a.version, Driver: a.cfg.Driver,
+		Broker: a.cfg.Servers()[0], Servers: a.cfg.Servers(), Started: a.now()}
 	a.mu.Unlock()
 	a.publishReservations()
 	a.log.Info("agent starting", "boot_id", a.bootID, "driver", a.cfg.Driver, "server", a.cfg.Server, "data_dir", a.cfg.DataDir)

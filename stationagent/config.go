@@ -51,7 +51,10 @@ const (
 // Config is the agent's configuration, read from YAML (LoadConfig) and the
 // STATIONAGENT_* environment. Zero values mean the documented default.
 type Config struct {
-	// Server is the broker URL: tcp://host:port or ssl://host:port.
+	// Server is the broker URL: tcp://host:port or ssl://host:port. For a
+	// cluster it holds several, comma-separated (in YAML also a sequence):
+	// the agent uses one at a time and moves to the next when it cannot
+	// connect or loses the link. Servers splits it.
 	Server string `yaml:"server"`
 	// StationID is the MQTT client id and username.
 	StationID string `yaml:"station_id"`
@@ -138,10 +141,19 @@ func ReadConfig(path string, lookup func(string) (string, bool)) (Config, error)
 			}
 			return cfg, fmt.Errorf("%w: read %s: %v", ErrConfig, path, err)
 		}
+		list, seqLine, err := serverSequence(b)
+		if err != nil {
+			return cfg, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
+		}
 		dec := yaml.NewDecoder(bytes.NewReader(b))
 		dec.KnownFields(true)
 		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-			return cfg, fmt.Errorf("%w: %s: %s", ErrConfig, path, yamlkeys.Describe(err, reflect.TypeFor[Config]()))
+			if err = withoutServerSequence(err, seqLine); err != nil {
+				return cfg, fmt.Errorf("%w: %s: %s", ErrConfig, path, yamlkeys.Describe(err, reflect.TypeFor[Config]()))
+			}
+		}
+		if seqLine > 0 {
+			cfg.Server = list
 		}
 		if cfg.Modbus.MapFile != "" && !filepath.IsAbs(cfg.Modbus.MapFile) {
 			cfg.Modbus.MapFile = filepath.Join(filepath.Dir(path), cfg.Modbus.MapFile)
@@ -152,6 +164,61 @@ func ReadConfig(path string, lookup func(string) (string, bool)) (Config, error)
 	}
 	cfg.withDefaults()
 	return cfg, nil
+}
+
+// serverSequence finds a top-level `server:` written as a YAML sequence
+// and returns its items joined with commas and the sequence's line (0 when
+// server is not a sequence). Errors in the rest of the file are left to the
+// full decode.
+func serverSequence(b []byte) (list string, line int, err error) {
+	var probe struct {
+		Server yaml.Node `yaml:"server"`
+	}
+	if yaml.Unmarshal(b, &probe) != nil || probe.Server.Kind != yaml.SequenceNode {
+		return "", 0, nil
+	}
+	items := make([]string, 0, len(probe.Server.Content))
+	for _, n := range probe.Server.Content {
+		if n.Kind != yaml.ScalarNode {
+			return "", 0, fmt.Errorf("line %d: each item of server is one URL", n.Line)
+		}
+		items = append(items, n.Value)
+	}
+	return strings.Join(items, ","), probe.Server.Line, nil
+}
+
+// withoutServerSequence drops, from a decode error, yaml.v3's complaint
+// that the server sequence at line does not fit Config.Server (a string):
+// serverSequence has read it. It returns nil when nothing else is wrong.
+func withoutServerSequence(err error, line int) error {
+	var te *yaml.TypeError
+	if line == 0 || !errors.As(err, &te) {
+		return err
+	}
+	drop := fmt.Sprintf("line %d: cannot unmarshal !!seq into string", line)
+	rest := make([]string, 0, len(te.Errors))
+	for _, e := range te.Errors {
+		if e != drop {
+			rest = append(rest, e)
+		}
+	}
+	if len(rest) == 0 {
+		return nil
+	}
+	return &yaml.TypeError{Errors: rest}
+}
+
+// Servers returns the broker URLs of Server, in order, without the spaces
+// around the commas. An empty Server gives none.
+func (c Config) Servers() []string {
+	if strings.TrimSpace(c.Server) == "" {
+		return nil
+	}
+	parts := strings.Split(c.Server, ",")
+	for i, p := range parts {
+		parts[i] = strings.TrimSpace(p)
+	}
+	return parts
 }
 
 func (c *Config) applyEnv(lookup func(string) (string, bool)) error {
@@ -227,11 +294,22 @@ func (c *Config) validate(checkDriver bool) error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrConfig}, args...)...)
 	}
-	if c.Server == "" {
-		return bad("server is required (tcp://host:port or ssl://host:port; env STATIONAGENT_SERVER)")
+	servers := c.Servers()
+	if len(servers) == 0 {
+		return bad("server is required (tcp://host:port or ssl://host:port, several comma-separated for a cluster; env STATIONAGENT_SERVER)")
 	}
-	if _, _, err := parseServer(c.Server); err != nil {
-		return bad("%v", err)
+	seen := make(map[string]bool, len(servers))
+	for i, s := range servers {
+		if s == "" {
+			return bad("server list %q: entry %d is empty", c.Server, i+1)
+		}
+		if _, _, err := parseServer(s); err != nil {
+			return bad("%v", err)
+		}
+		if seen[s] {
+			return bad("server %q is listed twice", s)
+		}
+		seen[s] = true
 	}
 	if err := wire.CheckID("station id", c.StationID); err != nil {
 		return bad("%v (env STATIONAGENT_STATION_ID)", err)
@@ -279,7 +357,7 @@ func (c *Config) validate(checkDriver bool) error {
 	return nil
 }
 
-// parseServer splits tcp://host:port or ssl://host:port.
+// parseServer splits one server URL, tcp://host:port or ssl://host:port.
 func parseServer(s string) (scheme, hostport string, err error) {
 	u, err := url.Parse(s)
 	if err != nil {

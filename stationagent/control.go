@@ -21,11 +21,14 @@ import (
 // Status is the agent's state as reported by the control socket's
 // GET /v1/status and by (*Agent).Status.
 type Status struct {
-	StationID      string        `json:"station_id"`
-	BootID         string        `json:"boot_id"`
-	AgentVersion   string        `json:"agent_version"`
-	Started        time.Time     `json:"started"`
+	StationID    string    `json:"station_id"`
+	BootID       string    `json:"boot_id"`
+	AgentVersion string    `json:"agent_version"`
+	Started      time.Time `json:"started"`
+	// Broker is the server the agent is on, or trying when not
+	// connected; Servers is the configured list, in order.
 	Broker         string        `json:"broker"`
+	Servers        []string      `json:"servers"`
 	Connected      bool          `json:"connected"`
 	ConnectedSince time.Time     `json:"connected_since,omitzero"`
 	Connects       int           `json:"connects"`
@@ -57,6 +60,7 @@ func (a *Agent) Status() Status {
 	a.mu.Lock()
 	s := a.info
 	s.Reservations = slices.Clone(s.Reservations)
+	s.Servers = slices.Clone(s.Servers)
 	s.slots = nil
 	st, open := a.st, a.st != nil && !a.stClosed
 	a.mu.Unlock()

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/eclipse/paho.mqtt.golang/packets"
@@ -30,17 +31,23 @@ type Check struct {
 	Result string `json:"result"` // ok, FAIL or skip
 	Detail string `json:"detail"`
 	Hint   string `json:"hint,omitempty"`
+	// Server is the server a dns, tcp, tls or credentials check is about,
+	// when the config lists several (its Detail starts with it too).
+	Server string `json:"server,omitempty"`
 }
 
 // MaxClockSkew is the largest clock difference to the server doctor accepts.
 const MaxClockSkew = 5 * time.Second
 
-// Doctor checks what a station needs to work: the config, DNS and TCP reach
-// of the broker, TLS, the credentials (a real CONNECT, or the running
-// agent's connection), the clock against the server's HTTP Date, the data
-// directory and the driver. It blocks for the network checks, each bounded
-// by a few seconds. When an agent is running (its control socket answers),
-// doctor asks it instead of taking over its MQTT session or hardware.
+// Doctor checks what a station needs to work: the config, then for every
+// configured server the DNS and TCP reach of the broker, TLS and the
+// credentials (a real CONNECT, or the running agent's connection), then the
+// clock against the server's HTTP Date, the data directory and the driver.
+// It blocks for the network checks, each bounded by a few seconds. When an
+// agent is running (its control socket answers), doctor asks it instead of
+// taking over its MQTT session or hardware: while it is connected, the
+// other servers of a list get no CONNECT, since one in the station's name
+// would take its session over.
 func Doctor(ctx context.Context, cfg Config) []Check {
 	var out []Check
 	add := func(name, result, detail, hint string) bool {
@@ -51,7 +58,12 @@ func Doctor(ctx context.Context, cfg Config) []Check {
 		add("config", CheckFail, err.Error(), "fix the YAML file or the STATIONAGENT_* environment")
 		return out
 	}
-	add("config", CheckOK, fmt.Sprintf("station %s, server %s, driver %s, data %s", cfg.StationID, cfg.Server, cfg.Driver, cfg.DataDir), "")
+	servers := cfg.Servers()
+	what := "server " + servers[0]
+	if len(servers) > 1 {
+		what = "servers " + strings.Join(servers, ", ")
+	}
+	add("config", CheckOK, fmt.Sprintf("station %s, %s, driver %s, data %s", cfg.StationID, what, cfg.Driver, cfg.DataDir), "")
 
 	// The running agent, if any.
 	var running *Status
@@ -61,9 +73,9 @@ func Doctor(ctx context.Context, cfg Config) []Check {
 		cancel()
 		if err == nil {
 			running = &st
-			conn := "not connected"
+			conn := "not connected (trying " + st.Broker + ")"
 			if st.Connected {
-				conn = "connected"
+				conn = "connected to " + st.Broker
 			}
 			add("agent", CheckOK, fmt.Sprintf("running, boot %s, %s, outbox %d", st.BootID, conn, st.OutboxDepth), "")
 		} else {
@@ -71,9 +83,41 @@ func Doctor(ctx context.Context, cfg Config) []Check {
 		}
 	}
 
-	scheme, hostport, _ := parseServer(cfg.Server)
+	clockHost := ""
+	for _, server := range servers {
+		checks, host, reach := serverChecks(ctx, cfg, server, len(servers) > 1, running)
+		out = append(out, checks...)
+		if clockHost == "" && reach {
+			clockHost = host
+		}
+	}
+	if clockHost == "" {
+		_, hostport, _ := parseServer(servers[0])
+		clockHost, _, _ = net.SplitHostPort(hostport)
+	}
+
+	out = append(out, clockCheck(ctx, cfg, clockHost))
+	out = append(out, dataDirCheck(cfg, running != nil))
+	out = append(out, driverCheck(ctx, cfg, running))
+	return out
+}
+
+// serverChecks are the dns, tcp, tls and credentials checks of one server,
+// its host, and whether its broker answered. With several servers, each
+// check names its server.
+func serverChecks(ctx context.Context, cfg Config, server string, several bool, running *Status) (out []Check, host string, reach bool) {
+	add := func(name, result, detail, hint string) bool {
+		c := Check{Name: name, Result: result, Detail: detail, Hint: hint}
+		if several {
+			c.Server = server
+			c.Detail = server + ": " + detail
+		}
+		out = append(out, c)
+		return result != CheckFail
+	}
+	scheme, hostport, _ := parseServer(server)
 	host, port, _ := net.SplitHostPort(hostport)
-	reach := true
+	reach = true
 	if net.ParseIP(host) != nil {
 		add("dns", CheckSkip, host+" is an IP address", "")
 	} else {
@@ -91,10 +135,14 @@ func Doctor(ctx context.Context, cfg Config) []Check {
 		d := net.Dialer{Timeout: 5 * time.Second}
 		return d.DialContext(ctx, "tcp", net.JoinHostPort(host, port))
 	}
+	unreachableHint := "is the server up and port " + port + " open in the firewall?"
+	if several {
+		unreachableHint += " The agent uses the other servers meanwhile."
+	}
 	if reach {
 		c, err := dial()
 		if err != nil {
-			reach = add("tcp", CheckFail, fmt.Sprintf("connect %s: %v", hostport, err), "is the server up and port "+port+" open in the firewall?")
+			reach = add("tcp", CheckFail, fmt.Sprintf("connect %s: %v", hostport, err), unreachableHint)
 		} else {
 			c.Close()
 			add("tcp", CheckOK, "connected to "+hostport, "")
@@ -126,8 +174,11 @@ func Doctor(ctx context.Context, cfg Config) []Check {
 	}
 
 	switch {
-	case running != nil && running.Connected:
+	case running != nil && running.Connected && running.Broker == server:
 		add("credentials", CheckOK, "the running agent is connected as "+cfg.StationID, "")
+	case running != nil && running.Connected:
+		add("credentials", CheckSkip, "not tried: the running agent is connected to "+running.Broker+
+			" and a CONNECT here would take its session over", "stop the agent to check every server's credentials")
 	case !reach:
 		add("credentials", CheckSkip, "broker unreachable", "")
 	default:
@@ -142,11 +193,7 @@ func Doctor(ctx context.Context, cfg Config) []Check {
 				"check station_id and secret; an operator can issue a new secret with: swapctl station rotate "+cfg.StationID)
 		}
 	}
-
-	out = append(out, clockCheck(ctx, cfg, host))
-	out = append(out, dataDirCheck(cfg, running != nil))
-	out = append(out, driverCheck(ctx, cfg, running))
-	return out
+	return out, host, reach
 }
 
 // probeConnect sends one MQTT 3.1.1 CONNECT with the station's credentials

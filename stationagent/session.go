@@ -22,38 +22,46 @@ const sendWindow = 32
 
 var errConnLost = errors.New("connection lost")
 
-// connLoop keeps one MQTT session up until ctx is done, with jittered
-// exponential backoff between attempts. Each session uses a fresh paho
-// client with AutoReconnect off, so the outbox is the only source of
-// retransmissions.
+// connLoop keeps one MQTT session up until ctx is done, moving through the
+// configured servers (see rotation) with jittered exponential backoff
+// between rounds. Each session uses a fresh paho client with AutoReconnect
+// off and one broker, so the outbox is the only source of retransmissions
+// and the agent always knows which server it is on.
 //
-// While the server refuses the station's credentials, the agent says once
+// paho's own list (AddBroker several times) is not used: every Connect
+// starts again at the first broker, it reports only the last broker's error
+// (a refusal by one is hidden behind a network error of the next), it does
+// not say which broker it reached, and one Connect over N dead brokers
+// blocks for up to N connect timeouts without looking at ctx.
+//
+// While every server refuses the station's credentials, the agent says once
 // what to check and retries slowly (every ReconnectMax, jittered), since
 // only a changed secret or a provisioned station can end the refusal.
 func (a *Agent) connLoop(ctx context.Context) {
-	attempt := 0
+	rot := newRotation(a.cfg.Servers(), a.cfg.ReconnectMin, a.cfg.ReconnectMax)
 	hinted := false
 	for {
-		wasUp, err := a.session(ctx)
+		server := rot.current()
+		a.setServer(server)
+		wasUp, err := a.session(ctx, server)
 		if ctx.Err() != nil {
 			return
 		}
 		if wasUp {
-			attempt = 0
 			hinted = false
 		}
-		attempt++
-		d := backoff(a.cfg.ReconnectMin, a.cfg.ReconnectMax, attempt)
-		if credentialsRefused(err) {
-			d = backoff(a.cfg.ReconnectMax, a.cfg.ReconnectMax, 1)
-			if !hinted {
-				hinted = true
-				a.log.Error("mqtt credentials refused", "err", err,
-					"hint", credentialsHint, "station_id", a.cfg.StationID, "server", a.cfg.Server, "retry_every", a.cfg.ReconnectMax)
-			}
-		}
+		d, wait, allRefused := rot.after(wasUp, err)
 		a.setConn(false, err)
-		a.log.Warn("mqtt disconnected", "err", err, "retry_in", d.Round(time.Millisecond))
+		if !wait {
+			a.log.Warn("mqtt connect failed, trying the next server", "server", server, "err", err, "next", rot.current())
+			continue
+		}
+		if allRefused && !hinted {
+			hinted = true
+			a.log.Error("mqtt credentials refused", "err", err,
+				"hint", credentialsHint, "station_id", a.cfg.StationID, "server", a.cfg.Server, "retry_every", a.cfg.ReconnectMax)
+		}
+		a.log.Warn("mqtt disconnected", "server", server, "err", err, "next", rot.current(), "retry_in", d.Round(time.Millisecond))
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
@@ -62,6 +70,56 @@ func (a *Agent) connLoop(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// rotation decides which server the agent tries next and how long it
+// waits first. After a lost link it waits the first backoff step and tries
+// the next server. After a failed connect it tries the next server at once,
+// until every server failed in a row (a round): then it waits, one backoff
+// step longer each round, or ReconnectMax (jittered) when every server of
+// the round refused the credentials. With one server every failure ends a
+// round. The outbox, command history and reservations know nothing of
+// servers: a switch is a reconnect like any other.
+type rotation struct {
+	servers  []string
+	min, max time.Duration
+	i        int // index of the server to try next
+	attempt  int // backoff steps since the last session that was up
+	failed   int // failed connects in the current round
+	refused  int // of which the server refused the credentials
+}
+
+func newRotation(servers []string, min, max time.Duration) *rotation {
+	return &rotation{servers: servers, min: min, max: max}
+}
+
+// current is the server to try next.
+func (r *rotation) current() string { return r.servers[r.i] }
+
+// after records the outcome of a session with current() and moves to the
+// next server. wait is false when that server is to be tried at once;
+// otherwise d is the delay first, and allRefused says the round ended
+// because every server refused the credentials.
+func (r *rotation) after(wasUp bool, err error) (d time.Duration, wait, allRefused bool) {
+	r.i = (r.i + 1) % len(r.servers)
+	if wasUp {
+		r.attempt, r.failed, r.refused = 1, 0, 0
+		return backoff(r.min, r.max, r.attempt), true, false
+	}
+	r.failed++
+	if credentialsRefused(err) {
+		r.refused++
+	}
+	if r.failed < len(r.servers) {
+		return 0, false, false
+	}
+	allRefused = r.refused == r.failed
+	r.failed, r.refused = 0, 0
+	if allRefused {
+		return backoff(r.max, r.max, 1), true, true
+	}
+	r.attempt++
+	return backoff(r.min, r.max, r.attempt), true, false
 }
 
 // credentialsHint says what to check when the server refuses a station's
@@ -96,6 +154,13 @@ func backoff(min, max time.Duration, attempt int) time.Duration {
 	return half + rand.N(half+1)
 }
 
+// setServer records the server the agent is connecting to or on.
+func (a *Agent) setServer(server string) {
+	a.mu.Lock()
+	a.info.Broker = server
+	a.mu.Unlock()
+}
+
 func (a *Agent) setConn(up bool, err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -124,8 +189,9 @@ func (a *Agent) statusPayload(online bool) []byte {
 	return b
 }
 
-func (a *Agent) clientOptions(lost func(error)) (*paho.ClientOptions, error) {
-	scheme, hostport, err := parseServer(a.cfg.Server)
+// clientOptions are the paho options of one session with server.
+func (a *Agent) clientOptions(server string, lost func(error)) (*paho.ClientOptions, error) {
+	scheme, hostport, err := parseServer(server)
 	if err != nil {
 		return nil, err
 	}
@@ -178,14 +244,14 @@ func (a *Agent) clientOptions(lost func(error)) (*paho.ClientOptions, error) {
 	return o, nil
 }
 
-// session runs one MQTT connection: connect, subscribe, retained status,
-// then send the outbox until the connection is lost or ctx is done. wasUp
-// reports whether the connection was established.
-func (a *Agent) session(ctx context.Context) (wasUp bool, err error) {
+// session runs one MQTT connection with server: connect, subscribe,
+// retained status, then send the outbox until the connection is lost or ctx
+// is done. wasUp reports whether the connection was established.
+func (a *Agent) session(ctx context.Context, server string) (wasUp bool, err error) {
 	lost := make(chan struct{})
 	var lostOnce sync.Once
 	var lostErr error
-	opts, err := a.clientOptions(func(err error) {
+	opts, err := a.clientOptions(server, func(err error) {
 		lostOnce.Do(func() { lostErr = err; close(lost) })
 	})
 	if err != nil {
@@ -200,9 +266,9 @@ func (a *Agent) session(ctx context.Context) (wasUp bool, err error) {
 		return false, ctx.Err()
 	}
 	if err := tok.Error(); err != nil {
-		return false, fmt.Errorf("connect %s: %w", a.cfg.Server, err)
+		return false, fmt.Errorf("connect %s: %w", server, err)
 	}
-	a.log.Info("mqtt connected", "server", a.cfg.Server, "boot_id", a.bootID)
+	a.log.Info("mqtt connected", "server", server, "boot_id", a.bootID)
 	defer func() {
 		select {
 		case <-lost:

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -55,7 +56,7 @@ commands:
   status   show the running agent's state
   slots    show the slots, refreshing; --once prints them once
   unlock   --slot N --reason TEXT: open a slot as a technician
-  doctor   check config, network, credentials, clock, data dir and driver
+  doctor   check config, every server (network, TLS, credentials), clock, data dir and driver
 
 common flags: --config FILE (default stationagent.yaml), --log-level LEVEL
 `
@@ -173,6 +174,10 @@ func status(ctx context.Context, cfg stationagent.Config, w io.Writer) error {
 	fmt.Fprintf(w, "agent         %s, up since %s\n", st.AgentVersion, st.Started.UTC().Format(time.RFC3339))
 	fmt.Fprintf(w, "boot_id       %s\n", st.BootID)
 	fmt.Fprintf(w, "broker        %s (%s, %d connects)\n", st.Broker, conn, st.Connects)
+	if len(st.Servers) > 1 {
+		on := slices.Index(st.Servers, st.Broker) + 1
+		fmt.Fprintf(w, "servers       %s (on %d of %d)\n", strings.Join(st.Servers, ", "), on, len(st.Servers))
+	}
 	if st.LastError != "" {
 		fmt.Fprintf(w, "last error    %s\n", st.LastError)
 	}
