@@ -19,7 +19,7 @@ import (
 
 // revokeStack is a broker over a real store with station st-1 (secret
 // "one"); failed logins are not slowed down.
-func revokeStack(t *testing.T) (*Broker, *store.Store) {
+func revokeStack(t *testing.T) (*Broker, *store.Store, *recorder) {
 	t.Helper()
 	st, err := store.Open(filepath.Join(t.TempDir(), "swapd.db"), store.Options{})
 	if err != nil {
@@ -29,8 +29,9 @@ func revokeStack(t *testing.T) (*Broker, *store.Store) {
 	if err := st.CreateStation(context.Background(), store.Station{ID: "st-1", Slots: 4, SecretHash: sha256.Sum256([]byte("one"))}); err != nil {
 		t.Fatal(err)
 	}
-	b := startBroker(t, Config{NotFound: store.ErrNotFound, AuthFailures: -1, AuthDelay: -1}, st, newRecorder())
-	return b, st
+	rec := newRecorder()
+	b := startBroker(t, Config{NotFound: store.ErrNotFound, AuthFailures: -1, AuthDelay: -1}, st, rec)
+	return b, st, rec
 }
 
 // connack connects and returns the CONNACK reason code (0: accepted) and
@@ -95,7 +96,7 @@ func rotate(t *testing.T, st *store.Store, secret string, grace time.Duration) t
 func TestRevokeRotationClosesSession(t *testing.T) {
 	for _, version := range []byte{4, 5} {
 		t.Run(map[byte]string{4: "3.1.1", 5: "5"}[version], func(t *testing.T) {
-			b, st := revokeStack(t)
+			b, st, _ := revokeStack(t)
 			c := dialRaw(t, b.Addr(), "st-1", "one", version)
 			c.barrier(t, "logged in")
 			rotate(t, st, "two", 0)
@@ -118,7 +119,7 @@ func TestRevokeRotationClosesSession(t *testing.T) {
 // during the grace and not after; a session logged in with the new secret
 // is left alone.
 func TestRevokeRotationGrace(t *testing.T) {
-	b, st := revokeStack(t)
+	b, st, _ := revokeStack(t)
 	old := dialRaw(t, b.Addr(), "st-1", "one", 5)
 	old.barrier(t, "logged in")
 	const grace = 700 * time.Millisecond
@@ -157,7 +158,7 @@ func TestRevokeRotationGrace(t *testing.T) {
 // for the grace's end, and one that logged in with the old secret loses its
 // timer when it goes.
 func TestRevokeGraceSparesNewSecret(t *testing.T) {
-	b, st := revokeStack(t)
+	b, st, _ := revokeStack(t)
 	rotate(t, st, "two", time.Hour)
 	b.Revoke("st-1")
 	old := dialRaw(t, b.Addr(), "st-1", "one", 5)
@@ -190,9 +191,10 @@ func timers(b *Broker) int {
 
 // A deleted station's session is closed and it cannot log in again.
 func TestRevokeDeletedStation(t *testing.T) {
-	b, st := revokeStack(t)
+	b, st, rec := revokeStack(t)
 	c := dialRaw(t, b.Addr(), "st-1", "one", 4)
 	c.barrier(t, "logged in")
+	rec.expect(t, "up", "st-1", "", "")
 	if _, err := st.Update(context.Background(), func(tx *store.Tx) error { return tx.DeleteStation("st-1") }); err != nil {
 		t.Fatal(err)
 	}
@@ -201,6 +203,8 @@ func TestRevokeDeletedStation(t *testing.T) {
 	if r, _ := connack(t, b.Addr(), "st-1", "one", 4); r == 0 {
 		t.Fatal("a deleted station logged in")
 	}
+	// The end of the session is reported once it left the live sessions.
+	rec.expect(t, "down", "st-1", "", "")
 	if b.Connected("st-1") {
 		t.Error("the deleted station is still reported connected")
 	}
