@@ -14,10 +14,13 @@
 //     POST /v1/unlock).
 //   - The MQTT session: a fresh paho client per connection (client id =
 //     username = station id, CleanSession=false, QoS 1, retained status with
-//     a retained Will carrying the same boot_id). Between attempts it waits
-//     a jittered exponential backoff (Config.ReconnectMin..ReconnectMax);
-//     while the server refuses the credentials it logs once what to check
-//     and retries every ReconnectMax (jittered).
+//     a retained Will carrying the same boot_id), with one server of
+//     Config.Servers at a time: after a failed connect it tries the next
+//     at once, after a lost link or a whole round of failures it waits a
+//     jittered exponential backoff (Config.ReconnectMin..ReconnectMax);
+//     while every server refuses the credentials it logs once what to check
+//     and retries every ReconnectMax (jittered). A switch of server is a
+//     reconnect like any other.
 //   - Telemetry: every message gets (boot_id, seq) and is written to the
 //     outbox before it is published; records are published in order and
 //     deleted only when their PUBACK arrives; after a reconnect everything

@@ -137,7 +137,7 @@ func serverChecks(ctx context.Context, cfg Config, server string, several bool, 
 	}
 	unreachableHint := "is the server up and port " + port + " open in the firewall?"
 	if several {
-		unreachableHint += " The agent uses the other servers meanwhile."
+		unreachableHint += " The agent tries the other servers meanwhile."
 	}
 	if reach {
 		c, err := dial()

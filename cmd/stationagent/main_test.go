@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -243,5 +244,100 @@ func TestStatusWithoutAgent(t *testing.T) {
 	err := run(t.Context(), []string{"status", "--config", path}, &out, &out)
 	if !errors.Is(err, stationagent.ErrAgentNotRunning) || exitCode(err) != 1 {
 		t.Fatalf("status without agent: %v", err)
+	}
+}
+
+// TestServerListStatusDoctor: with a list of servers (a YAML sequence),
+// doctor checks each and names it; status shows the server the agent is
+// on and the list; with the agent connected, doctor sends no CONNECT to
+// the other servers; a dead server in the list is a failure of its own.
+func TestServerListStatusDoctor(t *testing.T) {
+	a, b := startBroker(t), startBroker(t)
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer web.Close()
+	path, _ := writeConfig(t, "["+a+", "+b+"]", "s3cret", web.URL+"/healthz")
+
+	var out bytes.Buffer
+	if err := run(t.Context(), []string{"doctor", "--config", path}, &out, &out); err != nil {
+		t.Fatalf("doctor: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{
+		"servers " + a + ", " + b,
+		"ok    tcp          " + a + ": connected to", "ok    credentials  " + a + ": CONNECT accepted",
+		"ok    tcp          " + b + ": connected to", "ok    credentials  " + b + ": CONNECT accepted",
+		"all checks passed",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("doctor output lacks %q:\n%s", want, out.String())
+		}
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"run", "--config", path}, &bytes.Buffer{}, &bytes.Buffer{}) }()
+	defer func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("run did not stop")
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		out.Reset()
+		err := run(t.Context(), []string{"status", "--config", path}, &out, &out)
+		if err == nil && strings.Contains(out.String(), "(connected since") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status never showed a connected agent: %v\n%s", err, out.String())
+		}
+		<-tick.C
+	}
+	for _, want := range []string{"broker        " + a + " (connected since", "servers       " + a + ", " + b + " (on 1 of 2)"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, out.String())
+		}
+	}
+
+	out.Reset()
+	if err := run(t.Context(), []string{"doctor", "--config", path}, &out, &out); err != nil {
+		t.Fatalf("doctor with agent: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{
+		"connected to " + a,
+		"ok    credentials  " + a + ": the running agent is connected as st-1",
+		"skip  credentials  " + b + ": not tried: the running agent is connected to " + a,
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("doctor with the agent lacks %q:\n%s", want, out.String())
+		}
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "tcp://" + ln.Addr().String()
+	ln.Close()
+	path2, _ := writeConfig(t, dead+","+b, "s3cret", web.URL+"/healthz")
+	out.Reset()
+	if err := run(t.Context(), []string{"doctor", "--config", path2}, &out, &out); err == nil {
+		t.Fatalf("doctor passed with a dead server:\n%s", out.String())
+	}
+	for _, want := range []string{
+		"FAIL  tcp          " + dead + ": connect", "tries the other servers meanwhile",
+		"skip  credentials  " + dead + ": broker unreachable",
+		"ok    credentials  " + b + ": CONNECT accepted", "ok    clock", "1 check(s) failed",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("doctor with a dead server lacks %q:\n%s", want, out.String())
+		}
 	}
 }
