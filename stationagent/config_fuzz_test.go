@@ -15,6 +15,8 @@ func FuzzReadConfig(f *testing.F) {
 		"server: tcp://swapd.example:1883\nstation_id: ST-1\nsecret: s3cret\ndriver: sim\nsim:\n  slots: 12\n",
 		"server: ssl://h:8883\nstation_id: ST-1\nsecret: x\ndriver: modbus\nmodbus:\n  address: tcp://10.0.0.2:502\n",
 		"server: ftp://x\nstation_id: -bad\n", "driver: sim\nsim:\n  slots: -4\n", "keepalive: forever\n",
+		"server:\n  - tcp://a:1883\n  - ssl://b:8883\nstation_id: ST-1\nsecret: s\ndriver: sim\n",
+		"server: [tcp://a:1, [x]]\n", "server: tcp://a:1,,ftp://b\n", "server: {a: 1}\n",
 		"tls:\n  ca_file: /nonexistent\n", "outbox_limit: 1\n", "nope: 1\n", "[1,2]", "\x00", "",
 	} {
 		f.Add([]byte(s))
