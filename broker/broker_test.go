@@ -15,6 +15,7 @@ import (
 	mpackets "github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/swapbridge/swapbridge/internal/testwait"
 	"github.com/swapbridge/swapbridge/wire"
 )
 
@@ -291,7 +292,7 @@ func TestOversize(t *testing.T) {
 			SetConnectionLostHandler(notify(lost)))
 		rec.expect(t, "up", "S1", "", "")
 		tok := s1.Publish(topic, 1, false, strings.Repeat("y", size))
-		within(t, lost, "connection lost")
+		testwait.Recv(t, lost, waitFor, "connection lost")
 		// No publish reached the handler: the next event is the disconnect.
 		rec.expect(t, "down", "S1", "", "")
 		select {

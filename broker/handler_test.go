@@ -11,6 +11,8 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	mpackets "github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/swapbridge/swapbridge/internal/mqtttest"
+	"github.com/swapbridge/swapbridge/internal/testwait"
 	"github.com/swapbridge/swapbridge/wire"
 )
 
@@ -60,7 +62,7 @@ func TestHandlerErrorNoPubackV311(t *testing.T) {
 	payload := `{"boot_id":"b1","seq":1,"full":true}`
 	tok := s1.Publish(wire.Topic("S1", wire.KindTelemetry), 1, false, payload)
 	rec.expect(t, "publish", "S1", wire.KindTelemetry, payload) // fails
-	within(t, lost, "connection lost")
+	testwait.Recv(t, lost, waitFor, "connection lost")
 	select {
 	case <-tok.Done():
 		t.Fatalf("publish token completed (err %v) although the handler failed", tok.Error())
@@ -70,7 +72,7 @@ func TestHandlerErrorNoPubackV311(t *testing.T) {
 	rec.expect(t, "down", "S1", "", "")
 
 	openGate()
-	within(t, reconnected, "reconnect")
+	testwait.Recv(t, reconnected, waitFor, "reconnect")
 	rec.expect(t, "up", "S1", "", "")
 	rec.expect(t, "publish", "S1", wire.KindTelemetry, payload) // the resend, accepted
 	if err := wait(t, tok); err != nil {
@@ -94,50 +96,42 @@ func TestHandlerErrorNoPubackV5(t *testing.T) {
 	b := startBroker(t, Config{}, newCreds("S1", "one"), rec)
 	topic := wire.Topic("S1", wire.KindTelemetry)
 
-	c := dialV5(t, b.Addr(), "S1", "one")
+	c := mqtttest.MustConnect(t, b.Addr(), "S1", "one", mqtttest.V5)
 	rec.expect(t, "up", "S1", "", "")
-	c.write(t, mpackets.Packet{
+	c.MustWrite(t, mpackets.Packet{
 		FixedHeader: mpackets.FixedHeader{Type: mpackets.Publish, Qos: 1},
 		TopicName:   topic, PacketID: 7, Payload: []byte(`{"seq":1}`),
 	})
-	pk := c.read(t)
+	pk := c.MustRead(t)
 	if pk.FixedHeader.Type != mpackets.Disconnect || pk.ReasonCode != mpackets.ErrImplementationSpecificError.Code {
 		t.Fatalf("after a failed publish: got packet type %d reason %#x, want DISCONNECT 0x83", pk.FixedHeader.Type, pk.ReasonCode)
 	}
-	if _, err := c.r.ReadByte(); err != io.EOF {
+	if _, err := c.Read(); err != io.EOF {
 		t.Fatalf("connection still open after DISCONNECT: %v", err)
 	}
 	rec.expect(t, "publish", "S1", wire.KindTelemetry, `{"seq":1}`)
 	rec.expect(t, "down", "S1", "", "")
 
 	// The resend after reconnecting is acknowledged with success.
-	c = dialV5(t, b.Addr(), "S1", "one")
+	c = mqtttest.MustConnect(t, b.Addr(), "S1", "one", mqtttest.V5)
 	rec.expect(t, "up", "S1", "", "")
-	c.write(t, mpackets.Packet{
+	c.MustWrite(t, mpackets.Packet{
 		FixedHeader: mpackets.FixedHeader{Type: mpackets.Publish, Qos: 1, Dup: true},
 		TopicName:   topic, PacketID: 7, Payload: []byte(`{"seq":1}`),
 	})
-	pk = c.read(t)
+	pk = c.MustRead(t)
 	if pk.FixedHeader.Type != mpackets.Puback || pk.PacketID != 7 || pk.ReasonCode != 0 {
 		t.Fatalf("resend: got packet type %d id %d reason %#x, want PUBACK 7 success", pk.FixedHeader.Type, pk.PacketID, pk.ReasonCode)
 	}
 	rec.expect(t, "publish", "S1", wire.KindTelemetry, `{"seq":1}`)
 
 	// Denied publish under MQTT 5: PUBACK "not authorized", connection kept.
-	c.write(t, mpackets.Packet{
+	c.MustWrite(t, mpackets.Packet{
 		FixedHeader: mpackets.FixedHeader{Type: mpackets.Publish, Qos: 1},
 		TopicName:   wire.Topic("S2", wire.KindTelemetry), PacketID: 8, Payload: []byte(`{}`),
 	})
-	pk = c.read(t)
+	pk = c.MustRead(t)
 	if pk.FixedHeader.Type != mpackets.Puback || pk.ReasonCode != mpackets.ErrNotAuthorized.Code {
 		t.Fatalf("denied publish: got packet type %d reason %#x, want PUBACK 0x87", pk.FixedHeader.Type, pk.ReasonCode)
 	}
-}
-
-// v5conn is a raw MQTT 5 client (rawConn in pipeline_test.go).
-type v5conn = rawConn
-
-func dialV5(t *testing.T, addr, id, secret string) *v5conn {
-	t.Helper()
-	return dialRaw(t, addr, id, secret, 5)
 }

@@ -17,10 +17,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/swapbridge/swapbridge/internal/testwait"
 	"github.com/swapbridge/swapbridge/wire"
 )
 
-const waitFor = 10 * time.Second
+const waitFor = testwait.Timeout
 
 var errNotFound = errors.New("test: not found")
 
@@ -91,13 +92,7 @@ func (r *recorder) StationDisconnected(sid string) { r.events <- event{what: "do
 // next returns the next handler event or fails the test after waitFor.
 func (r *recorder) next(t *testing.T) event {
 	t.Helper()
-	select {
-	case e := <-r.events:
-		return e
-	case <-time.After(waitFor):
-		t.Fatal("timed out waiting for a handler call")
-		return event{}
-	}
+	return testwait.Recv(t, r.events, waitFor, "a handler call")
 }
 
 // expect reads the next event and checks it.
@@ -225,13 +220,7 @@ func recvChan() (chan paho.Message, paho.MessageHandler) {
 
 func recvMsg(t *testing.T, ch chan paho.Message) paho.Message {
 	t.Helper()
-	select {
-	case m := <-ch:
-		return m
-	case <-time.After(waitFor):
-		t.Fatal("timed out waiting for an MQTT message")
-		return nil
-	}
+	return testwait.Recv(t, ch, waitFor, "an MQTT message")
 }
 
 // connCapture makes paho dial through a function that keeps the last
@@ -266,19 +255,5 @@ func notify(ch chan error) paho.ConnectionLostHandler {
 		case ch <- err:
 		default:
 		}
-	}
-}
-
-// within receives from ch or fails the test after waitFor.
-func within[T any](t *testing.T, ch <-chan T, what string) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(waitFor):
-		_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 2)
-		t.Fatalf("timed out waiting for %s", what)
-		var zero T
-		return zero
 	}
 }

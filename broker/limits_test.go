@@ -9,6 +9,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/swapbridge/swapbridge/internal/testwait"
 	"github.com/swapbridge/swapbridge/wire"
 )
 
@@ -154,7 +155,7 @@ func TestPublishRateLimitDisconnects(t *testing.T) {
 	}
 	rec.expect(t, "publish", "S1", wire.KindTelemetry, `{"n":1}`)
 	c.Publish(topic, 1, false, []byte(`{"n":2}`)) // its turn is 10s away
-	within(t, lost, "the connection closed")
+	testwait.Recv(t, lost, waitFor, "the connection closed")
 	rec.expect(t, "down", "S1", "", "") // no publish reached the handler
 	if got := value(t, b.m.rateLimited); got != 1 {
 		t.Errorf("publishes_rate_limited_total = %v, want 1", got)

@@ -20,6 +20,7 @@ import (
 
 	mpackets "github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/swapbridge/swapbridge/internal/mqtttest"
 	"github.com/swapbridge/swapbridge/wire"
 )
 
@@ -123,13 +124,13 @@ func TestCloseWithClients(t *testing.T) {
 		mustDial(t, o)
 		rec.expect(t, "up", s[0], "", "")
 	}
-	v5 := dialV5(t, b.Addr(), "S1", "one") // takes over S1's session
+	v5 := mqtttest.MustConnect(t, b.Addr(), "S1", "one", mqtttest.V5) // takes over S1's session
 	for e := rec.next(t); e.what != "up"; e = rec.next(t) {
 	}
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if pk := v5.read(t); pk.FixedHeader.Type != mpackets.Disconnect || pk.ReasonCode != mpackets.ErrServerShuttingDown.Code {
+	if pk := v5.MustRead(t); pk.FixedHeader.Type != mpackets.Disconnect || pk.ReasonCode != mpackets.ErrServerShuttingDown.Code {
 		t.Errorf("MQTT 5 client at Close: packet type %d reason %#x, want DISCONNECT 0x8b", pk.FixedHeader.Type, pk.ReasonCode)
 	}
 	for range 2 {
@@ -168,16 +169,16 @@ func TestCloseWhileClientsDisconnect(t *testing.T) {
 	if err := b.Start(); err != nil {
 		t.Fatal(err)
 	}
-	conns := make([]*v5conn, n)
+	conns := make([]*mqtttest.Conn, n)
 	for i := range n {
-		conns[i] = dialV5(t, b.Addr(), fmt.Sprintf("CL-%d", i), "secret")
+		conns[i] = mqtttest.MustConnect(t, b.Addr(), fmt.Sprintf("CL-%d", i), "secret", mqtttest.V5)
 	}
 	start := make(chan struct{})
 	var wg sync.WaitGroup
 	for _, c := range conns {
 		wg.Go(func() {
 			<-start
-			c.c.Close()
+			c.Close()
 		})
 	}
 	closed := make(chan struct{})

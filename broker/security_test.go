@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/base64"
 	"fmt"
@@ -15,6 +14,8 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	mpackets "github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/swapbridge/swapbridge/internal/mqtttest"
+	"github.com/swapbridge/swapbridge/internal/testwait"
 	"github.com/swapbridge/swapbridge/wire"
 )
 
@@ -46,17 +47,6 @@ func bufLogger(lb *logBuf, level slog.Level) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(lb, &slog.HandlerOptions{Level: level}))
 }
 
-// userProps is about n bytes of MQTT 5 user properties.
-func userProps(n int) []mpackets.UserProperty {
-	var ps []mpackets.UserProperty
-	for i := 0; n > 0; i++ {
-		v := strings.Repeat("u", min(n, 1000))
-		ps = append(ps, mpackets.UserProperty{Key: fmt.Sprintf("k%d", i), Val: v})
-		n -= len(v) + 8
-	}
-	return ps
-}
-
 func badPayload(int, string, wire.TopicKind, []byte) error {
 	return fmt.Errorf("status: %w", wire.ErrBadPayload)
 }
@@ -74,9 +64,9 @@ func TestLogKeepsNoPacket(t *testing.T) {
 	const mark = "PAYLOAD-MARK-7f3a"
 
 	// A second CONNECT: mochi logs the packet it refused, password included.
-	c := dialRaw(t, b.Addr(), "S1", "secret-S1-Qw3rty", 4)
+	c := mqtttest.MustConnect(t, b.Addr(), "S1", "secret-S1-Qw3rty", 4)
 	rec.expect(t, "up", "S1", "", "")
-	c.write(t, mpackets.Packet{
+	c.MustWrite(t, mpackets.Packet{
 		FixedHeader: mpackets.FixedHeader{Type: mpackets.Connect},
 		Connect: mpackets.ConnectParams{
 			ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30,
@@ -84,28 +74,28 @@ func TestLogKeepsNoPacket(t *testing.T) {
 			PasswordFlag: true, Password: []byte("secret-S1-Qw3rty"),
 		},
 	})
-	c.expectClosed(t)
+	c.ExpectClosed(t)
 	rec.expect(t, "down", "S1", "", "")
 
 	// A foreign-topic publish (3.1.1: the connection is closed).
-	c = dialRaw(t, b.Addr(), "S1", "secret-S1-Qw3rty", 4)
+	c = mqtttest.MustConnect(t, b.Addr(), "S1", "secret-S1-Qw3rty", 4)
 	rec.expect(t, "up", "S1", "", "")
-	c.publish(t, wire.Topic("S2", wire.KindTelemetry), 1, mark+strings.Repeat("x", 60<<10), false)
-	c.expectClosed(t)
+	c.MustPublish(t, wire.Topic("S2", wire.KindTelemetry), 1, mark+strings.Repeat("x", 60<<10), false)
+	c.ExpectClosed(t)
 	rec.expect(t, "down", "S1", "", "")
 
 	// Malformed retained statuses with user properties under MQTT 5: each
 	// is acknowledged 0x99 and the connection stays up.
-	v5 := dialV5(t, b.Addr(), "S2", "secret-S2-Zx9")
+	v5 := mqtttest.MustConnect(t, b.Addr(), "S2", "secret-S2-Zx9", mqtttest.V5)
 	rec.expect(t, "up", "S2", "", "")
 	for i := range 50 {
-		v5.write(t, mpackets.Packet{
+		v5.MustWrite(t, mpackets.Packet{
 			FixedHeader: mpackets.FixedHeader{Type: mpackets.Publish, Qos: 1, Retain: true},
 			TopicName:   wire.Topic("S2", wire.KindStatus), PacketID: uint16(i + 1),
 			Payload:    []byte(`{"online":"` + mark + `"}`),
 			Properties: mpackets.Properties{User: []mpackets.UserProperty{{Key: "k", Val: mark}}},
 		})
-		v5.expectPuback(t, uint16(i+1), mpackets.ErrPayloadFormatInvalid.Code)
+		v5.ExpectPuback(t, uint16(i+1), mpackets.ErrPayloadFormatInvalid.Code)
 		rec.next(t)
 	}
 
@@ -134,18 +124,18 @@ func TestLogBoundedAtInfo(t *testing.T) {
 	b := startBroker(t, Config{Logger: bufLogger(&lb, slog.LevelInfo), PublishRate: -1}, newCreds("S1", "one", "S2", "two"), rec)
 	start := lb.Len()
 	for range 20 {
-		c := dialRaw(t, b.Addr(), "S1", "one", 4)
-		c.publish(t, wire.Topic("S2", wire.KindTelemetry), 1, strings.Repeat("x", 60<<10), false)
-		c.expectClosed(t)
+		c := mqtttest.MustConnect(t, b.Addr(), "S1", "one", 4)
+		c.MustPublish(t, wire.Topic("S2", wire.KindTelemetry), 1, strings.Repeat("x", 60<<10), false)
+		c.ExpectClosed(t)
 	}
 	foreign := lb.Len() - start
 
 	start = lb.Len()
-	v5 := dialV5(t, b.Addr(), "S2", "two")
+	v5 := mqtttest.MustConnect(t, b.Addr(), "S2", "two", mqtttest.V5)
 	bad := `{"online":"maybe","boot_id":` + strings.Repeat(`"x`, 20000) + `"}`
 	for i := range 150 {
-		v5.publish(t, wire.Topic("S2", wire.KindStatus), uint16(i+1), bad, true)
-		v5.expectPuback(t, uint16(i+1), mpackets.ErrPayloadFormatInvalid.Code)
+		v5.MustPublish(t, wire.Topic("S2", wire.KindStatus), uint16(i+1), bad, true)
+		v5.ExpectPuback(t, uint16(i+1), mpackets.ErrPayloadFormatInvalid.Code)
 	}
 	status := lb.Len() - start
 	t.Logf("log bytes: 20 foreign-topic publishes of 60 KB with reconnects %d, 150 malformed retained statuses %d", foreign, status)
@@ -162,33 +152,23 @@ func TestLogBoundedAtInfo(t *testing.T) {
 // flood, it then has the broker send it 64 KB commands until the broker's
 // queue for it is full (mochi logs "failed publishing packet" to lb at
 // debug level), so that the broker's writes to it block.
-func stuckClient(t *testing.T, b *Broker, lb *logBuf, sid, secret string, flood bool) *rawConn {
+func stuckClient(t *testing.T, b *Broker, lb *logBuf, sid, secret string, flood bool) *mqtttest.Conn {
 	t.Helper()
-	nc, err := net.Dial("tcp", b.Addr())
+	c, err := mqtttest.Dial(b.Addr(), mqtttest.V5, waitFor)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { nc.Close() })
+	t.Cleanup(func() { c.Close() })
+	nc := c.NC
 	_ = nc.(*net.TCPConn).SetReadBuffer(4 << 10)
-	_ = nc.SetDeadline(time.Now().Add(waitFor))
-	c := &rawConn{c: nc, r: bufio.NewReader(nc), version: 5}
-	c.write(t, mpackets.Packet{
-		FixedHeader: mpackets.FixedHeader{Type: mpackets.Connect},
-		Connect: mpackets.ConnectParams{
-			ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 300,
-			ClientIdentifier: sid, UsernameFlag: true, Username: []byte(sid),
-			PasswordFlag: true, Password: []byte(secret),
-		},
-	})
-	if pk := c.read(t); pk.FixedHeader.Type != mpackets.Connack || pk.ReasonCode != 0 {
+	connect := mqtttest.ConnectPacket(sid, secret)
+	connect.Connect.Keepalive = 300
+	c.MustWrite(t, connect)
+	if pk := c.MustRead(t); pk.FixedHeader.Type != mpackets.Connack || pk.ReasonCode != 0 {
 		t.Fatalf("CONNACK %#x", pk.ReasonCode)
 	}
-	c.write(t, mpackets.Packet{
-		FixedHeader: mpackets.FixedHeader{Type: mpackets.Subscribe, Qos: 1}, PacketID: 1,
-		Filters: mpackets.Subscriptions{{Filter: wire.Topic(sid, wire.KindCmd), Qos: 1}},
-	})
-	if pk := c.read(t); pk.FixedHeader.Type != mpackets.Suback {
-		t.Fatalf("got packet type %d, want SUBACK", pk.FixedHeader.Type)
+	if _, err := c.Subscribe(wire.Topic(sid, wire.KindCmd), 1, 1); err != nil {
+		t.Fatalf("SUBSCRIBE: %v", err)
 	}
 	var buf bytes.Buffer
 	for i := range 150 {
@@ -196,7 +176,7 @@ func stuckClient(t *testing.T, b *Broker, lb *logBuf, sid, secret string, flood 
 			FixedHeader: mpackets.FixedHeader{Type: mpackets.Publish, Qos: 1, Retain: true},
 			TopicName:   wire.Topic(sid, wire.KindStatus), PacketID: uint16(i + 2),
 			Payload:    []byte(`{"online":true,"boot_id":"b"}`),
-			Properties: mpackets.Properties{User: userProps(60 << 10)}, ProtocolVersion: 5,
+			Properties: mpackets.Properties{User: mqtttest.UserProperties(60 << 10).User}, ProtocolVersion: 5,
 		}
 		buf.Reset()
 		if err := pk.PublishEncode(&buf); err != nil {
@@ -235,9 +215,9 @@ func TestStuckClientDoesNotHoldTheStation(t *testing.T) {
 		b := startBroker(t, Config{Logger: bufLogger(&lb, slog.LevelDebug)}, newCreds("S1", "one"), rec)
 		stuckClient(t, b, &lb, "S1", "one", false)
 		start := time.Now()
-		c := dialRaw(t, b.Addr(), "S1", "one", 4) // fails unless a CONNACK comes within waitFor
+		c := mqtttest.MustConnect(t, b.Addr(), "S1", "one", 4) // fails unless a CONNACK comes within waitFor
 		t.Logf("CONNACK behind a client that stopped reading: %.3fs (write timeout %s)", time.Since(start).Seconds(), DefaultWriteTimeout)
-		c.barrier(t, "the new connection")
+		c.Barrier(t, "the new connection")
 	})
 	t.Run("write timeout", func(t *testing.T) {
 		rec := newRecorder()
@@ -265,7 +245,7 @@ func TestStuckClientDoesNotHoldTheStation(t *testing.T) {
 		start := time.Now()
 		done := make(chan struct{})
 		go func() { _ = b.Close(); close(done) }()
-		within(t, done, "Close with a client that stopped reading") // waitFor: 10 s, swapd's whole shutdown budget
+		testwait.Recv(t, done, waitFor, "Close with a client that stopped reading") // waitFor: 10 s, swapd's whole shutdown budget
 		t.Logf("Close with a client that stopped reading: %.2fs (grace %s)", time.Since(start).Seconds(), closeGrace)
 	})
 }
@@ -277,35 +257,35 @@ func TestStuckClientDoesNotHoldTheStation(t *testing.T) {
 func TestNoAckEchoesUserProperties(t *testing.T) {
 	rec := newRecorder()
 	b := startBroker(t, Config{PublishRate: 0.1, PublishBurst: 2, PublishWait: 50 * time.Millisecond}, newCreds("S1", "one"), rec)
-	c := dialV5(t, b.Addr(), "S1", "one")
+	c := mqtttest.MustConnect(t, b.Addr(), "S1", "one", mqtttest.V5)
 	rec.expect(t, "up", "S1", "", "")
-	props := mpackets.Properties{User: userProps(30 << 10)}
-	c.write(t, mpackets.Packet{
+	props := mpackets.Properties{User: mqtttest.UserProperties(30 << 10).User}
+	c.MustWrite(t, mpackets.Packet{
 		FixedHeader: mpackets.FixedHeader{Type: mpackets.Publish, Qos: 1, Retain: true},
 		TopicName:   wire.Topic("S1", wire.KindStatus), PacketID: 1,
 		Payload: []byte(`{"online":true,"boot_id":"b"}`), Properties: props,
 	})
-	pk := c.read(t)
+	pk := c.MustRead(t)
 	if pk.FixedHeader.Type != mpackets.Puback || pk.ReasonCode != 0 || len(pk.Properties.User) != 0 {
 		t.Fatalf("status PUBACK: type %d reason %#x, %d user properties; want PUBACK 0x00 without", pk.FixedHeader.Type, pk.ReasonCode, len(pk.Properties.User))
 	}
 	rec.expect(t, "publish", "S1", wire.KindStatus, `{"online":true,"boot_id":"b"}`)
-	c.write(t, mpackets.Packet{
+	c.MustWrite(t, mpackets.Packet{
 		FixedHeader: mpackets.FixedHeader{Type: mpackets.Publish, Qos: 1},
 		TopicName:   wire.Topic("S2", wire.KindTelemetry), PacketID: 2,
 		Payload: []byte(`{}`), Properties: props,
 	})
-	pk = c.read(t)
+	pk = c.MustRead(t)
 	if pk.FixedHeader.Type != mpackets.Puback || pk.ReasonCode != mpackets.ErrNotAuthorized.Code || len(pk.Properties.User) != 0 {
 		t.Fatalf("refused publish: type %d reason %#x, %d user properties; want PUBACK 0x87 without", pk.FixedHeader.Type, pk.ReasonCode, len(pk.Properties.User))
 	}
 	// The burst of 2 is spent; the next refused publish's turn is 10 s
 	// away: the connection is closed as for a permitted one.
-	c.write(t, mpackets.Packet{
+	c.MustWrite(t, mpackets.Packet{
 		FixedHeader: mpackets.FixedHeader{Type: mpackets.Publish, Qos: 1},
 		TopicName:   wire.Topic("S2", wire.KindTelemetry), PacketID: 3, Payload: []byte(`{}`),
 	})
-	c.expectClosed(t)
+	c.ExpectClosed(t)
 	if got := value(t, b.m.rateLimited); got != 1 {
 		t.Errorf("publishes_rate_limited_total = %v, want 1", got)
 	}
