@@ -80,6 +80,11 @@ func BenchmarkFanout(b *testing.B) {
 			hub.mu.Lock()
 			hub.closed = true
 			hub.mu.Unlock()
+			// The fake clients have no reader, so Shutdown would wait for
+			// them forever; stop only the fan-out shards.
+			hub.stopped.Store(true)
+			hub.stopOnce.Do(func() { close(hub.stop) })
+			hub.shardWG.Wait()
 		})
 	}
 }

@@ -339,9 +339,11 @@ func writeHTTPError(w http.ResponseWriter, status int, code, msg string) {
 
 // handshake writes the hello and then either the missed events (resume) or
 // the snapshot, and hands the connection over to the writer. Live events
-// published meanwhile wait in the queue (the client subscribed before the
-// log was read) and are sent after, from the first seq not yet sent: no gap,
-// no duplicate.
+// its shard delivers meanwhile wait in the queue (the client subscribed
+// before the log was read, so an event is in the log read or delivered
+// after) and are sent after, from the first seq not yet sent; one the shard
+// delivers after the log read already returned it is skipped: no gap, no
+// duplicate.
 func (h *Hub) handshake(c *client, since uint64, resume bool) error {
 	last := h.hist.LastSeq()
 	recovered := false
