@@ -14,6 +14,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/swapbridge/swapbridge/bridge"
+	"github.com/swapbridge/swapbridge/internal/testwait"
 	"github.com/swapbridge/swapbridge/stationagent"
 	"github.com/swapbridge/swapbridge/wire"
 )
@@ -141,7 +142,7 @@ func TestAgentCrashMidOutbox(t *testing.T) {
 	p1 := startAgentProc(t, s.brk.Addr(), sid, secret, dataDir, execLog, slots)
 
 	var boot1 string
-	waitUntil(t, 30*time.Second, "the first agent's telemetry", func() bool {
+	testwait.For(t, 30*time.Second, "the first agent's telemetry", func() bool {
 		s.rec.mu.Lock()
 		defer s.rec.mu.Unlock()
 		for b, m := range s.rec.tel {
@@ -173,13 +174,13 @@ func TestAgentCrashMidOutbox(t *testing.T) {
 	for slot := 1; slot <= 4; slot++ {
 		send(reserve(slot))
 	}
-	waitUntil(t, 20*time.Second, "four reserves executed", func() bool {
+	testwait.For(t, 20*time.Second, "four reserves executed", func() bool {
 		c := execCounts(t, execLog)
 		return c["reserve 1"]+c["reserve 2"]+c["reserve 3"]+c["reserve 4"] == 4
 	})
 	send(unlock(1))
 	send(unlock(2))
-	waitUntil(t, 20*time.Second, "two unlocks executed", func() bool {
+	testwait.For(t, 20*time.Second, "two unlocks executed", func() bool {
 		c := execCounts(t, execLog)
 		return c["unlock 1"] == 1 && c["unlock 2"] == 1
 	})
@@ -201,7 +202,7 @@ func TestAgentCrashMidOutbox(t *testing.T) {
 	send(unlock(2))
 	send(unlock(3))
 	ids := []string{"c-r1", "c-r2", "c-r3", "c-r4", "c-u1", "c-u2", "c-u3"}
-	if !poll(30*time.Second, func() bool {
+	if !testwait.Until(30*time.Second, func() bool {
 		for _, id := range ids {
 			if s.rec.ackCount(id) == 0 {
 				return false
@@ -217,7 +218,7 @@ func TestAgentCrashMidOutbox(t *testing.T) {
 		}
 		t.Fatalf("no ack within 30s for %v; actions %v; agent output:\n%s", missing, execCounts(t, execLog), p2.out.String())
 	}
-	waitUntil(t, 30*time.Second, "every queued telemetry of the killed boot", func() bool {
+	testwait.For(t, 30*time.Second, "every queued telemetry of the killed boot", func() bool {
 		max, _ := s.rec.seqs(boot1)
 		return max >= queued[boot1]
 	})

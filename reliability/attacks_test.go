@@ -18,6 +18,7 @@ import (
 
 	"github.com/swapbridge/swapbridge/client"
 	"github.com/swapbridge/swapbridge/internal/mqtttest"
+	"github.com/swapbridge/swapbridge/internal/swapdtest"
 	"github.com/swapbridge/swapbridge/server"
 	"github.com/swapbridge/swapbridge/wire"
 )
@@ -26,7 +27,7 @@ import (
 // production level (info) so a row can count the log bytes it caused and
 // look for its secrets in them.
 type attackLab struct {
-	*inproc
+	*swapdtest.Swapd
 	log     *logBuf
 	secrets map[string]string
 }
@@ -35,8 +36,8 @@ func startAttackLab(t *testing.T, mutate func(*server.Config)) *attackLab {
 	t.Helper()
 	lb := &logBuf{}
 	log := slog.New(slog.NewJSONHandler(lb, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	p := startInprocLog(t, log, mutate)
-	return &attackLab{inproc: p, log: lb}
+	p := swapdtest.StartLog(t, log, mutate)
+	return &attackLab{Swapd: p, log: lb}
 }
 
 // logLen is the number of log bytes written so far.
@@ -61,10 +62,10 @@ func (l *attackLab) settled(t *testing.T) string {
 	t.Helper()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	prev := l.fingerprint(t)
+	prev := fingerprint(t, l.Swapd)
 	for range 100 {
 		<-tick.C
-		cur := l.fingerprint(t)
+		cur := fingerprint(t, l.Swapd)
 		if cur == prev {
 			return cur
 		}
@@ -78,7 +79,7 @@ func (l *attackLab) settled(t *testing.T) string {
 // at cleanup.
 func (l *attackLab) connect(t *testing.T, sid string, v byte) *mqtttest.Conn {
 	t.Helper()
-	c, code, err := mqtttest.Connect(l.mqtt, sid, l.secrets[sid], v, 15*time.Second)
+	c, code, err := mqtttest.Connect(l.MQTT, sid, l.secrets[sid], v, 15*time.Second)
 	if err != nil || code != 0 {
 		t.Fatalf("connect %s: reason %#x, %v", sid, code, err)
 	}
@@ -114,20 +115,20 @@ func TestAttacks(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	l.secrets = provision(t, l.admin, 4, "A-LOG", "A-FOREIGN", "A-STATUS", "A-STUCK", "A-NAT1", "A-NAT2", "A-ACL", "A-CTRL", "A-ROT", "A-DEL", "A-BOOK1", "A-BOOK2", "A-BOOK3")
+	l.secrets = provision(t, l.Admin, 4, "A-LOG", "A-FOREIGN", "A-STATUS", "A-STUCK", "A-NAT1", "A-NAT2", "A-ACL", "A-CTRL", "A-ROT", "A-DEL", "A-BOOK1", "A-BOOK2", "A-BOOK3")
 	for _, sid := range []string{"A-BOOK1", "A-BOOK2", "A-BOOK3"} {
-		startAckingStation(t, l.mqtt, sid, l.secrets[sid], "boot-"+sid, 1, 4, true)
-		waitAvailable(t, l.admin, sid, 4)
+		startAckingStation(t, l.MQTT, sid, l.secrets[sid], "boot-"+sid, 1, 4, true)
+		waitAvailable(t, l.Admin, sid, 4)
 	}
-	rider, err := l.admin.CreateUser(ctx, "attacker-rider")
+	rider, err := l.Admin.CreateUser(ctx, "attacker-rider")
 	if err != nil {
 		t.Fatal(err)
 	}
-	victim, err := l.admin.CreateUser(ctx, "victim-rider")
+	victim, err := l.Admin.CreateUser(ctx, "victim-rider")
 	if err != nil {
 		t.Fatal(err)
 	}
-	wsBase := "ws" + strings.TrimPrefix(l.http, "http")
+	wsBase := "ws" + strings.TrimPrefix(l.HTTP, "http")
 
 	rows := []attack{
 		{
@@ -201,7 +202,7 @@ func TestAttacks(t *testing.T) {
 			run: func(t *testing.T, l *attackLab) string {
 				stuckClient(t, l, "A-STUCK")
 				start := time.Now()
-				c, code, err := mqtttest.Connect(l.mqtt, "A-STUCK", l.secrets["A-STUCK"], mqtttest.V311, 60*time.Second)
+				c, code, err := mqtttest.Connect(l.MQTT, "A-STUCK", l.secrets["A-STUCK"], mqtttest.V311, 60*time.Second)
 				if err != nil {
 					return "no CONNACK: " + err.Error()
 				}
@@ -221,7 +222,7 @@ func TestAttacks(t *testing.T) {
 			run: func(t *testing.T, l *attackLab) string {
 				refused := 0
 				for range 12 {
-					c, code, err := mqtttest.Connect(l.mqtt, "A-NAT1", "wrong-secret-0123456789", mqtttest.V311, 15*time.Second)
+					c, code, err := mqtttest.Connect(l.MQTT, "A-NAT1", "wrong-secret-0123456789", mqtttest.V311, 15*time.Second)
 					if err != nil || code != 0 {
 						refused++
 					}
@@ -229,7 +230,7 @@ func TestAttacks(t *testing.T) {
 						c.Close()
 					}
 				}
-				c, code, err := mqtttest.Connect(l.mqtt, "A-NAT2", l.secrets["A-NAT2"], mqtttest.V311, 15*time.Second)
+				c, code, err := mqtttest.Connect(l.MQTT, "A-NAT2", l.secrets["A-NAT2"], mqtttest.V311, 15*time.Second)
 				if err != nil {
 					return fmt.Sprintf("neighbour: %v", err)
 				}
@@ -286,7 +287,7 @@ func TestAttacks(t *testing.T) {
 			run: func(t *testing.T, l *attackLab) string {
 				var got []string
 				for _, path := range []string{"/api/admin/stations", "/debug/pprof/"} {
-					resp, err := http.Get(l.http + path + "?token=" + testAdminToken)
+					resp, err := http.Get(l.HTTP + path + "?token=" + testAdminToken)
 					if err != nil {
 						return err.Error()
 					}
@@ -320,14 +321,14 @@ func TestAttacks(t *testing.T) {
 		{
 			name: "battery-id churn: a 64-slot station swaps every battery id in 60 messages",
 			run: func(t *testing.T, l *attackLab) string {
-				sec := provision(t, l.admin, 64, "A-FLOOD")
+				sec := provision(t, l.Admin, 64, "A-FLOOD")
 				l.secrets["A-FLOOD"] = sec["A-FLOOD"]
 				// A quiet user's notification, from before the flood.
-				if err := l.admin.Notify(ctx, victim.ID, wire.Notification{Title: "before", Message: "the flood", Level: "info"}); err != nil {
+				if err := l.Admin.Notify(ctx, victim.ID, wire.Notification{Title: "before", Message: "the flood", Level: "info"}); err != nil {
 					return err.Error()
 				}
 				c := l.connect(t, "A-FLOOD", mqtttest.V311)
-				start := l.srv.Store().LastSeq()
+				start := l.Srv.Store().LastSeq()
 				for i := range 60 {
 					tel := wire.Telemetry{BootID: "boot-flood", Seq: uint64(i + 1), TS: time.Now().UTC(), Full: true}
 					for sl := 1; sl <= 64; sl++ {
@@ -339,12 +340,12 @@ func TestAttacks(t *testing.T) {
 						return fmt.Sprintf("message %d: %v reason %#x", i+1, err, pk.ReasonCode)
 					}
 				}
-				written := l.srv.Store().LastSeq() - start
+				written := l.Srv.Store().LastSeq() - start
 				t.Logf("events written by 60 churning messages of 64 slots (7,680 without the budget): %d", written)
 				var page struct {
 					Events []json.RawMessage `json:"events"`
 				}
-				if err := client.New(l.http, victim.Token).Do(ctx, "GET", "/api/events?since=0&limit=1000", nil, &page); err != nil {
+				if err := client.New(l.HTTP, victim.Token).Do(ctx, "GET", "/api/events?since=0&limit=1000", nil, &page); err != nil {
 					return err.Error()
 				}
 				kept := 0
@@ -365,7 +366,7 @@ func TestAttacks(t *testing.T) {
 				codes := []string{}
 				for i := range 5 {
 					start := time.Now()
-					err := client.New(l.http, fmt.Sprintf("guess-%d-0123456789abcdef", i)).Do(ctx, "GET", "/api/bookings", nil, nil)
+					err := client.New(l.HTTP, fmt.Sprintf("guess-%d-0123456789abcdef", i)).Do(ctx, "GET", "/api/bookings", nil, nil)
 					last = time.Since(start)
 					var ce *client.Error
 					if errors.As(err, &ce) {
@@ -380,7 +381,7 @@ func TestAttacks(t *testing.T) {
 		{
 			name: "40 concurrent bookings by one rider",
 			run: func(t *testing.T, l *attackLab) string {
-				rc := client.New(l.http, rider.Token)
+				rc := client.New(l.HTTP, rider.Token)
 				var mu sync.Mutex
 				answers := map[string]int{}
 				var wg sync.WaitGroup
@@ -423,7 +424,7 @@ func TestAttacks(t *testing.T) {
 			run: func(t *testing.T, l *attackLab) string {
 				thief := l.connect(t, "A-ROT", mqtttest.V311)
 				var rot wire.CreateStationResponse
-				if err := l.admin.Do(ctx, "POST", "/api/admin/stations/A-ROT/secret", map[string]string{"grace": "0s"}, &rot); err != nil {
+				if err := l.Admin.Do(ctx, "POST", "/api/admin/stations/A-ROT/secret", map[string]string{"grace": "0s"}, &rot); err != nil {
 					return "rotate: " + err.Error()
 				}
 				_, err := thief.ReadUntilClosed()
@@ -431,12 +432,12 @@ func TestAttacks(t *testing.T) {
 				if mqtttest.Closed(err) {
 					live = "live session closed"
 				}
-				c, code, err := mqtttest.Connect(l.mqtt, "A-ROT", l.secrets["A-ROT"], mqtttest.V311, 15*time.Second)
+				c, code, err := mqtttest.Connect(l.MQTT, "A-ROT", l.secrets["A-ROT"], mqtttest.V311, 15*time.Second)
 				if err == nil {
 					c.Close()
 				}
 				old := fmt.Sprintf("old secret CONNACK %#x", code)
-				c, code, err = mqtttest.Connect(l.mqtt, "A-ROT", rot.Secret, mqtttest.V311, 15*time.Second)
+				c, code, err = mqtttest.Connect(l.MQTT, "A-ROT", rot.Secret, mqtttest.V311, 15*time.Second)
 				if err != nil {
 					return "new secret: " + err.Error()
 				}
@@ -453,7 +454,7 @@ func TestAttacks(t *testing.T) {
 			name: "a deleted station logs in",
 			run: func(t *testing.T, l *attackLab) string {
 				live := l.connect(t, "A-DEL", mqtttest.V311)
-				if err := l.admin.Do(ctx, "DELETE", "/api/admin/stations/A-DEL", nil, nil); err != nil {
+				if err := l.Admin.Do(ctx, "DELETE", "/api/admin/stations/A-DEL", nil, nil); err != nil {
 					return "delete: " + err.Error()
 				}
 				_, err := live.ReadUntilClosed()
@@ -461,11 +462,11 @@ func TestAttacks(t *testing.T) {
 				if mqtttest.Closed(err) {
 					out = "live session closed"
 				}
-				c, code, err := mqtttest.Connect(l.mqtt, "A-DEL", l.secrets["A-DEL"], mqtttest.V311, 15*time.Second)
+				c, code, err := mqtttest.Connect(l.MQTT, "A-DEL", l.secrets["A-DEL"], mqtttest.V311, 15*time.Second)
 				if err == nil {
 					c.Close()
 				}
-				_, err = l.admin.Station(ctx, "A-DEL")
+				_, err = l.Admin.Station(ctx, "A-DEL")
 				var ce *client.Error
 				status := 0
 				if errors.As(err, &ce) {
@@ -489,7 +490,7 @@ func TestAttacks(t *testing.T) {
 				if err := ws.ReadJSON(&hello); err != nil {
 					return err.Error()
 				}
-				if err := l.admin.Do(ctx, "DELETE", "/api/admin/users/victim-rider/tokens", nil, nil); err != nil {
+				if err := l.Admin.Do(ctx, "DELETE", "/api/admin/users/victim-rider/tokens", nil, nil); err != nil {
 					return "revoke: " + err.Error()
 				}
 				for {
@@ -502,7 +503,7 @@ func TestAttacks(t *testing.T) {
 				if errors.As(err, &ce) {
 					wsOut = fmt.Sprintf("WebSocket closed %d", ce.Code)
 				}
-				err = client.New(l.http, victim.Token).Do(ctx, "GET", "/api/bookings", nil, nil)
+				err = client.New(l.HTTP, victim.Token).Do(ctx, "GET", "/api/bookings", nil, nil)
 				return fmt.Sprintf("%s; HTTP unauthorized: %v", wsOut, client.IsCode(err, "unauthorized"))
 			},
 			want:    "WebSocket closed 1008; HTTP unauthorized: true",
@@ -510,7 +511,7 @@ func TestAttacks(t *testing.T) {
 		},
 	}
 
-	before := l.fingerprint(t)
+	before := fingerprint(t, l.Swapd)
 	for _, row := range rows {
 		t.Run(row.name, func(t *testing.T) {
 			logAt := l.logLen()
@@ -539,7 +540,7 @@ func TestAttacks(t *testing.T) {
 				before = l.settled(t)
 				return
 			}
-			if after := l.fingerprint(t); after != before {
+			if after := fingerprint(t, l.Swapd); after != before {
 				t.Errorf("state changed:\nbefore %s\nafter  %s", before, after)
 				before = after
 			}
@@ -588,14 +589,14 @@ func stuckClient(t *testing.T, l *attackLab, sid string) *mqtttest.Conn {
 // budget whatever the clients do.
 func TestShutdownWithStuckClients(t *testing.T) {
 	l := startAttackLab(t, nil)
-	l.secrets = provision(t, l.admin, 4, "SD-1", "SD-2", "SD-3")
+	l.secrets = provision(t, l.Admin, 4, "SD-1", "SD-2", "SD-3")
 	for _, sid := range []string{"SD-1", "SD-2", "SD-3"} {
 		stuckClient(t, l, sid)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	start := time.Now()
-	err := l.srv.Shutdown(ctx)
+	err := l.Srv.Shutdown(ctx)
 	took := time.Since(start)
 	t.Logf("shutdown with 3 stuck clients: %.2fs (err %v)", took.Seconds(), err)
 	if took > 10*time.Second {

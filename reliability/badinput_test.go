@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -18,66 +17,26 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/swapbridge/swapbridge/client"
+	"github.com/swapbridge/swapbridge/internal/swapdtest"
 	"github.com/swapbridge/swapbridge/server"
 	"github.com/swapbridge/swapbridge/wire"
 )
 
-// inproc is a whole swapd (server.New) in this process.
-type inproc struct {
-	srv   *server.Server
-	http  string
-	mqtt  string
-	admin *client.Client
-}
-
-func startInproc(t *testing.T, mutate func(*server.Config)) *inproc {
-	t.Helper()
-	return startInprocLog(t, nil, mutate)
-}
-
-// startInprocLog is startInproc with swapd's log going to log (nil:
-// discarded).
-func startInprocLog(t *testing.T, log *slog.Logger, mutate func(*server.Config)) *inproc {
-	t.Helper()
-	cfg := server.Defaults()
-	cfg.DataDir = t.TempDir()
-	cfg.MQTTAddr = "127.0.0.1:0"
-	cfg.HTTPAddr = "127.0.0.1:0"
-	cfg.AdminToken = testAdminToken
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	srv, err := server.New(cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	})
-	base := "http://" + srv.HTTPAddr()
-	return &inproc{srv: srv, http: base, mqtt: srv.MQTTAddr(), admin: client.New(base, testAdminToken)}
-}
-
 // fingerprint is what must not change after bad input: the event log's
 // last seq and every station's view.
-func (p *inproc) fingerprint(t *testing.T) string {
+func fingerprint(t *testing.T, p *swapdtest.Swapd) string {
 	t.Helper()
-	views, err := p.srv.Bridge().StationViews()
+	views, err := p.Srv.Bridge().StationViews()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, v := range views {
-		if views[i], err = p.srv.Bridge().StationView(v.ID); err != nil { // with its slots
+		if views[i], err = p.Srv.Bridge().StationView(v.ID); err != nil { // with its slots
 			t.Fatal(err)
 		}
 	}
 	b, _ := json.Marshal(views)
-	return fmt.Sprintf("last_seq=%d %s", p.srv.Store().LastSeq(), b)
+	return fmt.Sprintf("last_seq=%d %s", p.Srv.Store().LastSeq(), b)
 }
 
 // mqttOutcome is what happened to one MQTT attempt.
@@ -150,26 +109,26 @@ func TestBadInputChangesNothing(t *testing.T) {
 	t.Parallel() // mostly waits on the listeners' deadlines
 	// The login limiter would slow down (and, past 10, block) this test's
 	// many refused CONNECTs from one address; it has its own tests.
-	p := startInproc(t, func(c *server.Config) { c.Limits.MQTTAuthFailures = -1 })
+	p := swapdtest.Start(t, func(c *server.Config) { c.Limits.MQTTAuthFailures = -1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	secrets := provision(t, p.admin, 4, "S1", "S2")
-	u1, err := p.admin.CreateUser(ctx, "rider-1")
+	secrets := provision(t, p.Admin, 4, "S1", "S2")
+	u1, err := p.Admin.CreateUser(ctx, "rider-1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	u2, err := p.admin.CreateUser(ctx, "rider-2")
+	u2, err := p.Admin.CreateUser(ctx, "rider-2")
 	if err != nil {
 		t.Fatal(err)
 	}
 	// S1 is online with four swappable batteries; rider-2 holds a booking.
-	s1 := startAckingStation(t, p.mqtt, "S1", secrets["S1"], "boot-1", 1, 4, true)
-	waitAvailable(t, p.admin, "S1", 4)
-	bk, err := client.New(p.http, u2.Token).Book(ctx, "S1")
+	s1 := startAckingStation(t, p.MQTT, "S1", secrets["S1"], "boot-1", 1, 4, true)
+	waitAvailable(t, p.Admin, "S1", 4)
+	bk, err := client.New(p.HTTP, u2.Token).Book(ctx, "S1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitStatus(t, client.New(p.http, u2.Token), bk.ID, wire.BookingStatusReady)
+	waitStatus(t, client.New(p.HTTP, u2.Token), bk.ID, wire.BookingStatusReady)
 	s1.close()
 
 	tel := func(seq uint64, slot int, soc float64) []byte {
@@ -228,10 +187,10 @@ func TestBadInputChangesNothing(t *testing.T) {
 			o.SetWill(wire.Topic("S2", wire.KindStatus), `{"online":false,"boot_id":"x"}`, 1, true)
 		}, good, "refused"},
 	}
-	before := p.fingerprint(t)
+	before := fingerprint(t, p)
 	for _, tc := range cases {
 		t.Run("mqtt/"+tc.name, func(t *testing.T) {
-			out := tryMQTT(t, p.mqtt, tc.id, tc.user, tc.pass, tc.will, tc.fn)
+			out := tryMQTT(t, p.MQTT, tc.id, tc.user, tc.pass, tc.will, tc.fn)
 			switch tc.want {
 			case "refused":
 				if out.connErr == nil || !strings.Contains(strings.ToLower(out.connErr.Error()), "not authorized") {
@@ -262,14 +221,14 @@ func TestBadInputChangesNothing(t *testing.T) {
 					t.Errorf("SUBACK codes %v, want failure 0x80", out.subCodes)
 				}
 			}
-			if got := p.fingerprint(t); got != before {
+			if got := fingerprint(t, p); got != before {
 				t.Errorf("state changed:\nbefore %s\nafter  %s", before, got)
 			}
 		})
 	}
 
 	// WebSocket: refused before the upgrade with the right status.
-	wsBase := "ws" + strings.TrimPrefix(p.http, "http")
+	wsBase := "ws" + strings.TrimPrefix(p.HTTP, "http")
 	for _, c := range []struct {
 		name, path string
 		header     http.Header
@@ -299,7 +258,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 			if resp.StatusCode < 400 || resp.StatusCode >= 500 {
 				t.Errorf("status %d, want a 4xx", resp.StatusCode)
 			}
-			if got := p.fingerprint(t); got != before {
+			if got := fingerprint(t, p); got != before {
 				t.Errorf("state changed")
 			}
 		})
@@ -347,7 +306,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		if err := conn.ReadJSON(&pong); err != nil || pong.Type != wire.TypePong {
 			t.Errorf("ping after garbage: %+v %v", pong, err)
 		}
-		if got := p.fingerprint(t); got != before {
+		if got := fingerprint(t, p); got != before {
 			t.Errorf("state changed")
 		}
 	})
@@ -370,7 +329,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		if !websocket.IsCloseError(err, websocket.CloseMessageTooBig) {
 			t.Errorf("after a 1 MiB message: %v, want close 1009", err)
 		}
-		if got := p.fingerprint(t); got != before {
+		if got := fingerprint(t, p); got != before {
 			t.Errorf("state changed")
 		}
 	})
@@ -380,16 +339,16 @@ func TestBadInputChangesNothing(t *testing.T) {
 	// deadline (5s) passes for a sender that stops mid-way; the server keeps
 	// serving (checked at the end of this test).
 	t.Run("raw garbage", func(t *testing.T) {
-		httpAddr := strings.TrimPrefix(p.http, "http://")
+		httpAddr := strings.TrimPrefix(p.HTTP, "http://")
 		cases := []struct {
 			name, addr string
 			data       []byte
 		}{
-			{"mqtt: not MQTT", p.mqtt, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")},
-			{"mqtt: CONNECT with a huge remaining length", p.mqtt, []byte{0x10, 0xff, 0xff, 0xff, 0x7f}},
-			{"mqtt: truncated CONNECT", p.mqtt, []byte{0x10, 0x0c, 0x00, 0x04, 'M', 'Q'}},
-			{"mqtt: PUBLISH before CONNECT", p.mqtt, []byte{0x32, 0x05, 0x00, 0x01, 'a', 0x00, 0x01}},
-			{"mqtt: bad protocol name", p.mqtt, []byte{0x10, 0x0c, 0x00, 0x04, 'M', 'Q', 'X', 'X', 0x04, 0x02, 0x00, 0x3c, 0x00, 0x00}},
+			{"mqtt: not MQTT", p.MQTT, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")},
+			{"mqtt: CONNECT with a huge remaining length", p.MQTT, []byte{0x10, 0xff, 0xff, 0xff, 0x7f}},
+			{"mqtt: truncated CONNECT", p.MQTT, []byte{0x10, 0x0c, 0x00, 0x04, 'M', 'Q'}},
+			{"mqtt: PUBLISH before CONNECT", p.MQTT, []byte{0x32, 0x05, 0x00, 0x01, 'a', 0x00, 0x01}},
+			{"mqtt: bad protocol name", p.MQTT, []byte{0x10, 0x0c, 0x00, 0x04, 'M', 'Q', 'X', 'X', 0x04, 0x02, 0x00, 0x3c, 0x00, 0x00}},
 			{"http: binary", httpAddr, []byte{0x16, 0x03, 0x01, 0x00, 0xff, 0x01}},
 			{"http: header bomb", httpAddr, append([]byte("GET /api/stations HTTP/1.1\r\nX: "), bytes.Repeat([]byte("a"), 64<<10)...)},
 		}
@@ -414,7 +373,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 				t.Errorf("%s: the server did not close the connection: %v", cases[i].name, err)
 			}
 		}
-		if got := p.fingerprint(t); got != before {
+		if got := fingerprint(t, p); got != before {
 			t.Errorf("state changed")
 		}
 	})
@@ -437,7 +396,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 			{"revoked-looking token", u2.Token + "x", "GET", "/api/bookings", 401},
 		} {
 			body := `{"id":"evil","station_id":"S1"}`
-			req, _ := http.NewRequest(c.method, p.http+c.path, strings.NewReader(body))
+			req, _ := http.NewRequest(c.method, p.HTTP+c.path, strings.NewReader(body))
 			req.Header.Set("Authorization", "Bearer "+c.token)
 			req.Header.Set("Content-Type", "application/json")
 			resp, err := http.DefaultClient.Do(req)
@@ -450,14 +409,14 @@ func TestBadInputChangesNothing(t *testing.T) {
 			if resp.StatusCode != c.status || eb.Error.Code == "" {
 				t.Errorf("%s: %d %+v, want %d with an error body", c.name, resp.StatusCode, eb, c.status)
 			}
-			if got := p.fingerprint(t); got != before {
+			if got := fingerprint(t, p); got != before {
 				t.Errorf("%s: state changed", c.name)
 			}
 		}
 	})
 
 	// The server still works for the real station after all of it.
-	ok := tryMQTT(t, p.mqtt, "S1", "S1", s1p, nil, pub(s1tel, tel(2, 1, 50)))
+	ok := tryMQTT(t, p.MQTT, "S1", "S1", s1p, nil, pub(s1tel, tel(2, 1, 50)))
 	if ok.connErr != nil || ok.pubErr != nil {
 		t.Errorf("a good telemetry after the bad input: %v %v", ok.connErr, ok.pubErr)
 	}

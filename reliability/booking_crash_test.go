@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/swapbridge/swapbridge/client"
+	"github.com/swapbridge/swapbridge/internal/testwait"
 	"github.com/swapbridge/swapbridge/wire"
 )
 
@@ -186,7 +187,7 @@ func waitAvailable(t *testing.T, c *client.Client, sid string, n int) {
 	t.Helper()
 	var last wire.StationView
 	var lastErr error
-	ok := poll(20*time.Second, func() bool {
+	ok := testwait.Until(20*time.Second, func() bool {
 		last, lastErr = c.Station(context.Background(), sid)
 		return lastErr == nil && last.AvailableBatteries == n
 	})
@@ -199,7 +200,7 @@ func waitStatus(t *testing.T, c *client.Client, id, status string) {
 	t.Helper()
 	var last wire.Booking
 	var lastErr error
-	ok := poll(20*time.Second, func() bool {
+	ok := testwait.Until(20*time.Second, func() bool {
 		last, lastErr = c.Booking(context.Background(), id)
 		return lastErr == nil && last.Status == status
 	})
@@ -268,7 +269,7 @@ func TestCrashDuringBookingRace(t *testing.T) {
 	p2 := startSwapd(t, dir, env...)
 	startAckingStation(t, p2.mqtt, "RACE-1", secrets["RACE-1"], "boot-r", 2, slots, true)
 	var all []wire.Booking
-	waitUntil(t, 30*time.Second, "no booking pending", func() bool {
+	testwait.For(t, 30*time.Second, "no booking pending", func() bool {
 		all = all[:0]
 		for i := range riders {
 			var out struct {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/swapbridge/swapbridge/internal/testwait"
 	"github.com/swapbridge/swapbridge/wire"
 )
 
@@ -168,7 +169,7 @@ func TestCrashUnderTelemetryLoad(t *testing.T) {
 			wg.Go(func() { _ = run(p.mqtt, id, 0, stop) })
 		}
 		goal := int64((c + 1) * killEvery)
-		waitUntil(t, 60*time.Second, "acknowledged telemetry before the kill", func() bool { return total.Load() >= goal })
+		testwait.For(t, 60*time.Second, "acknowledged telemetry before the kill", func() bool { return total.Load() >= goal })
 		p.kill()
 		close(stop)
 		wg.Wait()
@@ -210,7 +211,7 @@ func TestCrashUnderTelemetryLoad(t *testing.T) {
 	// Read the resumed stream up to the log's end (a new connection's hello
 	// carries the last seq).
 	last := watchStations(t, p.http, "").hello.Seq
-	waitUntil(t, 20*time.Second, "the resumed stream to reach the end of the log", func() bool { return watch.lastSeq() >= last })
+	testwait.For(t, 20*time.Second, "the resumed stream to reach the end of the log", func() bool { return watch.lastSeq() >= last })
 	p.stop(t)
 
 	// Every acknowledged message has its battery_added, exactly once;

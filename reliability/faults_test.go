@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/swapbridge/swapbridge/bridge"
+	"github.com/swapbridge/swapbridge/internal/testwait"
 	"github.com/swapbridge/swapbridge/stationagent"
 	"github.com/swapbridge/swapbridge/stationagent/driver/sim"
 	"github.com/swapbridge/swapbridge/wire"
@@ -129,7 +130,7 @@ func TestNetworkFaults(t *testing.T) {
 		if err := s.brk.SendToStation(sid, cmd); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, 30*time.Second, what+": telemetry accepted again", func() bool {
+		testwait.For(t, 30*time.Second, what+": telemetry accepted again", func() bool {
 			now, _ := s.rec.seqs(a.BootID())
 			return a.Status().Connected && now > before
 		})
@@ -167,7 +168,7 @@ func TestNetworkFaults(t *testing.T) {
 			book("u-cut")
 		}
 		proxy.CutNext(1)
-		waitUntil(t, 10*time.Second, "a cut", func() bool { return proxy.Stats().Cuts > int64(i) })
+		testwait.For(t, 10*time.Second, "a cut", func() bool { return proxy.Stats().Cuts > int64(i) })
 		progress("after cut")
 	}
 
@@ -176,8 +177,8 @@ func TestNetworkFaults(t *testing.T) {
 	book("u-blackhole")
 	proxy.SetBlackHole(true)
 	accepted := proxy.Stats().Accepted
-	waitUntil(t, 15*time.Second, "the agent to notice the black hole", func() bool { return !a.Status().Connected })
-	waitUntil(t, 15*time.Second, "a reconnect attempt into the black hole", func() bool { return proxy.Stats().Accepted > accepted })
+	testwait.For(t, 15*time.Second, "the agent to notice the black hole", func() bool { return !a.Status().Connected })
+	testwait.For(t, 15*time.Second, "a reconnect attempt into the black hole", func() bool { return proxy.Stats().Accepted > accepted })
 	proxy.SetBlackHole(false) // connections caught in it time out on their own
 	progress("after black hole")
 
@@ -185,13 +186,13 @@ func TestNetworkFaults(t *testing.T) {
 	proxy.SetRefuse(true)
 	proxy.Drop()
 	accepted = proxy.Stats().Accepted
-	waitUntil(t, 15*time.Second, "reconnect attempts while refused", func() bool { return proxy.Stats().Accepted >= accepted+2 })
+	testwait.For(t, 15*time.Second, "reconnect attempts while refused", func() bool { return proxy.Stats().Accepted >= accepted+2 })
 	proxy.SetRefuse(false)
 	progress("after refusals")
 
 	// Every booking gets its reserve acknowledged: confirmed, then ready.
 	for _, b := range bookings {
-		waitUntil(t, 30*time.Second, "booking "+b.ID+" ready", func() bool {
+		testwait.For(t, 30*time.Second, "booking "+b.ID+" ready", func() bool {
 			got, err := s.b.Booking(b.UserID, b.ID)
 			return err == nil && got.Status == wire.BookingStatusReady
 		})
@@ -203,14 +204,14 @@ func TestNetworkFaults(t *testing.T) {
 	if _, err := s.b.Collect(ctx, col.UserID, col.ID); err != nil {
 		t.Fatalf("collect: %v", err)
 	}
-	waitUntil(t, 30*time.Second, "booking collected", func() bool {
+	testwait.For(t, 30*time.Second, "booking collected", func() bool {
 		got, err := s.b.Booking(col.UserID, col.ID)
 		return err == nil && got.Status == wire.BookingStatusCollected
 	})
 	progress("after collect")
 
 	// Quiesce: drain the agent's outbox, then check the record.
-	waitUntil(t, 30*time.Second, "the outbox to drain", func() bool {
+	testwait.For(t, 30*time.Second, "the outbox to drain", func() bool {
 		st := a.Status()
 		max, _ := s.rec.seqs(a.BootID())
 		return st.Connected && st.OutboxDepth == 0 && max >= st.LastSeqQueued

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/swapbridge/swapbridge/client"
+	"github.com/swapbridge/swapbridge/internal/testwait"
 	"github.com/swapbridge/swapbridge/wire"
 )
 
@@ -115,7 +116,7 @@ func TestMosquittoClientsAgainstSwapd(t *testing.T) {
 	// station connected again (mosquitto_sub's CONNECT replaced the old
 	// session); book until the command is seen.
 	var bk wire.Booking
-	waitUntil(t, 20*time.Second, "a booking at MQ-1", func() bool {
+	testwait.For(t, 20*time.Second, "a booking at MQ-1", func() bool {
 		bk, err = user.Book(ctx, "MQ-1")
 		return err == nil
 	})

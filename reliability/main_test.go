@@ -17,13 +17,17 @@ import (
 	"time"
 
 	"github.com/swapbridge/swapbridge/client"
+	"github.com/swapbridge/swapbridge/internal/swapdtest"
+	"github.com/swapbridge/swapbridge/internal/testwait"
 	"github.com/swapbridge/swapbridge/wire"
 )
 
 // binDir holds the binaries built once by TestMain.
 var binDir string
 
-const testAdminToken = "reliability-admin-token-0123456789"
+// testAdminToken is the admin token of every swapd these tests start,
+// in process or as a child.
+const testAdminToken = swapdtest.AdminToken
 
 func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) != "" {
@@ -139,7 +143,7 @@ func startSwapdArgs(t *testing.T, dataDir string, args []string, env ...string) 
 	case <-time.After(20 * time.Second):
 		t.Fatalf("swapd did not start within 20s:\n%s", p.log.String())
 	}
-	waitUntil(t, 10*time.Second, "swapd ready", func() bool {
+	testwait.For(t, 10*time.Second, "swapd ready", func() bool {
 		resp, err := http.Get(p.http + "/readyz")
 		if err != nil {
 			return false
@@ -193,27 +197,4 @@ func provision(t *testing.T, c *client.Client, slots int, ids ...string) map[str
 		out[id] = r.Secret
 	}
 	return out
-}
-
-// waitUntil polls cond until it holds, failing the test after d.
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	if !poll(d, cond) {
-		t.Fatalf("timed out after %s waiting for %s", d, what)
-	}
-}
-
-// poll evaluates cond every 10ms (an observable state, never a guess at
-// timing) until it holds or d passed, and reports whether it held.
-func poll(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		<-tick.C
-	}
-	return true
 }

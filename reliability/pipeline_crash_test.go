@@ -15,6 +15,7 @@ import (
 
 	mpackets "github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/swapbridge/swapbridge/internal/testwait"
 	"github.com/swapbridge/swapbridge/wire"
 )
 
@@ -241,7 +242,7 @@ func TestCrashUnderPipelinedLoad(t *testing.T) {
 			wg.Go(func() { _ = run(p.mqtt, id, 0, stop) })
 		}
 		goal := int64((c + 1) * killEvery)
-		waitUntil(t, 15*time.Second, "acknowledged telemetry before the kill", func() bool { return total.Load() >= goal })
+		testwait.For(t, 15*time.Second, "acknowledged telemetry before the kill", func() bool { return total.Load() >= goal })
 		p.kill()
 		close(stop)
 		wg.Wait()

@@ -6,6 +6,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/swapbridge/swapbridge/internal/testwait"
 )
 
 // echoServer echoes every connection until the test ends.
@@ -80,7 +82,7 @@ func TestProxyFaults(t *testing.T) {
 
 	// Cut: half of the chunk arrives, then the connection closes.
 	c = dialProxy(t, p)
-	waitUntil(t, 5*time.Second, "the proxied connection", func() bool { return p.Open() == 1 })
+	testwait.For(t, 5*time.Second, "the proxied connection", func() bool { return p.Open() == 1 })
 	p.CutNext(1)
 	c.Write(msg)
 	got, _ := io.ReadAll(c)

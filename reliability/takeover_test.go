@@ -9,6 +9,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/swapbridge/swapbridge/internal/swapdtest"
 	"github.com/swapbridge/swapbridge/wire"
 )
 
@@ -17,14 +18,14 @@ import (
 // saying offline) stays online: the event log gets no offline for it, only
 // the online of its first status.
 func TestTakeoverWithoutOfflineEvents(t *testing.T) {
-	p := startInproc(t, nil)
-	secrets := provision(t, p.admin, 4, "TK-1")
+	p := swapdtest.Start(t, nil)
+	secrets := provision(t, p.Admin, 4, "TK-1")
 	status := wire.Topic("TK-1", wire.KindStatus)
 	will, _ := json.Marshal(wire.Status{Online: false, BootID: "boot-tk"})
-	from := p.srv.Store().LastSeq() // provisioning's events are before it
+	from := p.Srv.Store().LastSeq() // provisioning's events are before it
 	var last paho.Client
 	for i := range 8 {
-		o := paho.NewClientOptions().AddBroker("tcp://"+p.mqtt).
+		o := paho.NewClientOptions().AddBroker("tcp://"+p.MQTT).
 			SetClientID("TK-1").SetUsername("TK-1").SetPassword(secrets["TK-1"]).
 			SetProtocolVersion(4).SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).
 			SetConnectTimeout(10*time.Second).SetWriteTimeout(10*time.Second).SetKeepAlive(30*time.Second).
@@ -47,7 +48,7 @@ func TestTakeoverWithoutOfflineEvents(t *testing.T) {
 	var ev struct {
 		Events []json.RawMessage `json:"events"`
 	}
-	if err := p.admin.Do(ctx, "GET", "/api/events?since=0&limit=1000&station_id=TK-1", nil, &ev); err != nil {
+	if err := p.Admin.Do(ctx, "GET", "/api/events?since=0&limit=1000&station_id=TK-1", nil, &ev); err != nil {
 		t.Fatal(err)
 	}
 	var statuses []string

@@ -20,6 +20,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/swapbridge/swapbridge/internal/testwait"
 	"github.com/swapbridge/swapbridge/stationagent"
 	"github.com/swapbridge/swapbridge/stationagent/driver/sim"
 )
@@ -100,7 +101,7 @@ func TestTLSListenerEndToEnd(t *testing.T) {
 		cancel()
 		<-done
 	}()
-	waitUntil(t, 20*time.Second, "the TLS station online with its slots", func() bool {
+	testwait.For(t, 20*time.Second, "the TLS station online with its slots", func() bool {
 		v, err := p.admin().Station(context.Background(), "TLS-1")
 		return err == nil && v.Online && len(v.Slots) == 4 && a.Status().LastSeqAcked >= 1
 	})

@@ -15,8 +15,10 @@ import (
 // short enough that a hung test says so.
 const Timeout = 10 * time.Second
 
-// Tick is how often a condition is polled.
-const Tick = 5 * time.Millisecond
+// Tick is how often a condition is polled: often enough to be quick,
+// seldom enough that polling over HTTP stays under swapd's per-address
+// rate limit.
+const Tick = 10 * time.Millisecond
 
 // Until polls cond every Tick until it holds or d passed, and reports
 // whether it held.
