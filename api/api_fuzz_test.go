@@ -2,14 +2,12 @@ package api_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/swapbridge/swapbridge/server"
+	"github.com/swapbridge/swapbridge/internal/swapdtest"
 	"github.com/swapbridge/swapbridge/wire"
 )
 
@@ -17,24 +15,7 @@ import (
 // of a real server (real store and bridge): the answer is never a 5xx and
 // every error has the contract's shape.
 func FuzzHTTPBodies(f *testing.F) {
-	cfg := server.Defaults()
-	cfg.DataDir = f.TempDir()
-	cfg.MQTTAddr = "127.0.0.1:0"
-	cfg.HTTPAddr = "127.0.0.1:0"
-	cfg.AdminToken = adminToken
-	srv, err := server.New(cfg, nil)
-	if err != nil {
-		f.Fatal(err)
-	}
-	if err := srv.Start(context.Background()); err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	})
-	h := srv.Handler()
+	h := swapdtest.Start(f, nil).Srv.Handler()
 	do := func(method, path, token string, body []byte) *httptest.ResponseRecorder {
 		req := httptest.NewRequest(method, "http://swapd"+path, bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")

@@ -10,41 +10,17 @@ import (
 	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/swapbridge/swapbridge/api"
 	"github.com/swapbridge/swapbridge/client"
-	"github.com/swapbridge/swapbridge/server"
+	"github.com/swapbridge/swapbridge/internal/swapdtest"
 	"github.com/swapbridge/swapbridge/wire"
 )
 
-// adminToken is the test servers' admin token (at least
-// api.MinAdminTokenLen characters).
-const adminToken = "api-test-admin-token-0123456789abcdef"
-
-func start(t *testing.T) string {
-	t.Helper()
-	cfg := server.Defaults()
-	cfg.DataDir = t.TempDir()
-	cfg.MQTTAddr = "127.0.0.1:0"
-	cfg.HTTPAddr = "127.0.0.1:0"
-	cfg.AdminToken = adminToken
-	srv, err := server.New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	})
-	return "http://" + srv.HTTPAddr()
-}
+// adminToken is the test servers' admin token.
+const adminToken = swapdtest.AdminToken
 
 type answer struct {
 	status int
@@ -95,7 +71,7 @@ func code(a answer) string {
 }
 
 func TestBadInputChangesNothing(t *testing.T) {
-	base := start(t)
+	base := swapdtest.Start(t, nil).HTTP
 	ctx := context.Background()
 	adm := client.New(base, adminToken)
 	if _, err := adm.CreateStation(ctx, wire.CreateStationRequest{ID: "st-1", Slots: 8}); err != nil {
@@ -169,7 +145,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 }
 
 func TestHealthAndMetrics(t *testing.T) {
-	base := start(t)
+	base := swapdtest.Start(t, nil).HTTP
 	if a := call(t, "GET", base+"/healthz", "", ""); a.status != 200 {
 		t.Errorf("healthz %d", a.status)
 	}
@@ -183,7 +159,7 @@ func TestHealthAndMetrics(t *testing.T) {
 }
 
 func TestSecretsAreShownOnceAndWork(t *testing.T) {
-	base := start(t)
+	base := swapdtest.Start(t, nil).HTTP
 	ctx := context.Background()
 	adm := client.New(base, adminToken)
 	u, err := adm.CreateUser(ctx, "carol")

@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -12,33 +11,8 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/gorilla/websocket"
 
-	"github.com/swapbridge/swapbridge/server"
+	"github.com/swapbridge/swapbridge/internal/swapdtest"
 )
-
-const credsAdmin = "credential-lifecycle-admin-token-0123456789"
-
-// credsServer starts swapd and returns its HTTP base and MQTT address.
-func credsServer(t *testing.T) (base, mqttAddr string) {
-	t.Helper()
-	cfg := server.Defaults()
-	cfg.DataDir = t.TempDir()
-	cfg.MQTTAddr = "127.0.0.1:0"
-	cfg.HTTPAddr = "127.0.0.1:0"
-	cfg.AdminToken = credsAdmin
-	srv, err := server.New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	})
-	return "http://" + srv.HTTPAddr(), srv.MQTTAddr()
-}
 
 // station logs in as sid; lost reports the end of the connection.
 func station(t *testing.T, addr, sid, secret string) (c paho.Client, lost chan error, err error) {
@@ -93,7 +67,7 @@ func alive(t *testing.T, c paho.Client, sid, what string) {
 
 func provision(t *testing.T, base, sid string) string {
 	t.Helper()
-	a := call(t, "POST", base+"/api/admin/stations", credsAdmin, `{"id":"`+sid+`","slots":4}`)
+	a := call(t, "POST", base+"/api/admin/stations", adminToken, `{"id":"`+sid+`","slots":4}`)
 	if a.status != http.StatusCreated {
 		t.Fatalf("provision: %d %s", a.status, a.raw)
 	}
@@ -101,12 +75,13 @@ func provision(t *testing.T, base, sid string) string {
 }
 
 func TestRotateStationSecret(t *testing.T) {
-	base, mq := credsServer(t)
+	sd := swapdtest.Start(t, nil)
+	base, mq := sd.HTTP, sd.MQTT
 	s1 := provision(t, base, "st-1")
 	_, lost := mustLogin(t, mq, "st-1", s1)
 
 	// Grace 0 (an empty body): the session is closed, the old secret refused.
-	a := call(t, "POST", base+"/api/admin/stations/st-1/secret", credsAdmin, "")
+	a := call(t, "POST", base+"/api/admin/stations/st-1/secret", adminToken, "")
 	s2, _ := a.body["secret"].(string)
 	if a.status != http.StatusOK || a.body["id"] != "st-1" || len(s2) < 32 || s2 == s1 {
 		t.Fatalf("rotate: %d %s", a.status, a.raw)
@@ -118,7 +93,7 @@ func TestRotateStationSecret(t *testing.T) {
 	c2, lost2 := mustLogin(t, mq, "st-1", s2)
 
 	// With a grace: the session stays and both secrets log in.
-	a = call(t, "POST", base+"/api/admin/stations/st-1/secret", credsAdmin, `{"grace":"1h"}`)
+	a = call(t, "POST", base+"/api/admin/stations/st-1/secret", adminToken, `{"grace":"1h"}`)
 	s3, _ := a.body["secret"].(string)
 	if a.status != http.StatusOK || s3 == "" || s3 == s2 {
 		t.Fatalf("rotate with grace: %d %s", a.status, a.raw)
@@ -145,7 +120,7 @@ func TestRotateStationSecret(t *testing.T) {
 		{"/api/admin/stations/nope/secret", `{}`, 404, "station_not_found"},
 		{"/api/admin/stations/b%21d/secret", `{}`, 400, "invalid_id"},
 	} {
-		if a := call(t, "POST", base+tc.path, credsAdmin, tc.body); a.status != tc.status || code(a) != tc.code {
+		if a := call(t, "POST", base+tc.path, adminToken, tc.body); a.status != tc.status || code(a) != tc.code {
 			t.Errorf("POST %s %s: %d %s, want %d %s", tc.path, tc.body, a.status, a.raw, tc.status, tc.code)
 		}
 	}
@@ -159,14 +134,15 @@ func TestRotateStationSecret(t *testing.T) {
 }
 
 func TestDeleteStationRoute(t *testing.T) {
-	base, mq := credsServer(t)
+	sd := swapdtest.Start(t, nil)
+	base, mq := sd.HTTP, sd.MQTT
 	secret := provision(t, base, "st-1")
 	provision(t, base, "st-2")
 	c, lost := mustLogin(t, mq, "st-1", secret)
 	alive(t, c, "st-1", "before the delete")
-	before := call(t, "GET", base+"/api/events?limit=1000", credsAdmin, "")
+	before := call(t, "GET", base+"/api/events?limit=1000", adminToken, "")
 
-	if a := call(t, "DELETE", base+"/api/admin/stations/st-1", credsAdmin, ""); a.status != http.StatusNoContent {
+	if a := call(t, "DELETE", base+"/api/admin/stations/st-1", adminToken, ""); a.status != http.StatusNoContent {
 		t.Fatalf("delete: %d %s", a.status, a.raw)
 	}
 	expectLost(t, lost, "delete")
@@ -177,18 +153,18 @@ func TestDeleteStationRoute(t *testing.T) {
 		t.Errorf("GET deleted station: %d %s", a.status, a.raw)
 	}
 	for _, path := range []string{"/api/stations", "/api/admin/stations"} {
-		if a := call(t, "GET", base+path, credsAdmin, ""); a.status != 200 || strings.Contains(a.raw, `"st-1"`) || !strings.Contains(a.raw, `"st-2"`) {
+		if a := call(t, "GET", base+path, adminToken, ""); a.status != 200 || strings.Contains(a.raw, `"st-1"`) || !strings.Contains(a.raw, `"st-2"`) {
 			t.Errorf("GET %s: %d %s", path, a.status, a.raw)
 		}
 	}
-	after := call(t, "GET", base+"/api/events?limit=1000", credsAdmin, "")
+	after := call(t, "GET", base+"/api/events?limit=1000", adminToken, "")
 	if n, m := len(before.body["events"].([]any)), len(after.body["events"].([]any)); n == 0 || m < n {
 		t.Errorf("events: %d before, %d after; past events must stay", n, m)
 	}
-	if a := call(t, "DELETE", base+"/api/admin/stations/st-1", credsAdmin, ""); a.status != http.StatusNotFound {
+	if a := call(t, "DELETE", base+"/api/admin/stations/st-1", adminToken, ""); a.status != http.StatusNotFound {
 		t.Errorf("second delete: %d %s", a.status, a.raw)
 	}
-	if a := call(t, "DELETE", base+"/api/admin/stations/b%21d", credsAdmin, ""); a.status != http.StatusBadRequest || code(a) != "invalid_id" {
+	if a := call(t, "DELETE", base+"/api/admin/stations/b%21d", adminToken, ""); a.status != http.StatusBadRequest || code(a) != "invalid_id" {
 		t.Errorf("bad id: %d %s", a.status, a.raw)
 	}
 }
@@ -223,10 +199,10 @@ func expectPolicyClose(t *testing.T, c *websocket.Conn) {
 }
 
 func TestUserTokensRoutes(t *testing.T) {
-	base, _ := credsServer(t)
-	u := call(t, "POST", base+"/api/admin/users", credsAdmin, `{"id":"dana"}`)
+	base := swapdtest.Start(t, nil).HTTP
+	u := call(t, "POST", base+"/api/admin/users", adminToken, `{"id":"dana"}`)
 	tok0, _ := u.body["token"].(string)
-	a := call(t, "POST", base+"/api/admin/users/dana/tokens", credsAdmin, "")
+	a := call(t, "POST", base+"/api/admin/users/dana/tokens", adminToken, "")
 	tok1, _ := a.body["token"].(string)
 	id1, _ := a.body["id"].(string)
 	if a.status != http.StatusCreated || tok1 == "" || tok1 == tok0 || !strings.HasPrefix(id1, "tk-") || a.body["user_id"] != "dana" {
@@ -243,9 +219,9 @@ func TestUserTokensRoutes(t *testing.T) {
 		}
 		sockets = append(sockets, c)
 	}
-	other := call(t, "POST", base+"/api/admin/users", credsAdmin, `{"id":"erin"}`).body
+	other := call(t, "POST", base+"/api/admin/users", adminToken, `{"id":"erin"}`).body
 
-	if a := call(t, "DELETE", base+"/api/admin/users/dana/tokens", credsAdmin, ""); a.status != http.StatusNoContent {
+	if a := call(t, "DELETE", base+"/api/admin/users/dana/tokens", adminToken, ""); a.status != http.StatusNoContent {
 		t.Fatalf("revoke: %d %s", a.status, a.raw)
 	}
 	for _, c := range sockets {
@@ -263,7 +239,7 @@ func TestUserTokensRoutes(t *testing.T) {
 		t.Error("another user's token stopped working")
 	}
 	// The user stays and can be given a new token.
-	a = call(t, "POST", base+"/api/admin/users/dana/tokens", credsAdmin, "")
+	a = call(t, "POST", base+"/api/admin/users/dana/tokens", adminToken, "")
 	if tok2, _ := a.body["token"].(string); a.status != http.StatusCreated || call(t, "GET", base+"/api/bookings", tok2, "").status != 200 {
 		t.Errorf("new token after revocation: %d %s", a.status, a.raw)
 	}
@@ -277,21 +253,21 @@ func TestUserTokensRoutes(t *testing.T) {
 		{"POST", "/api/admin/users/b%21d/tokens", 400, "invalid_id"},
 		{"DELETE", "/api/admin/users/b%21d/tokens", 400, "invalid_id"},
 	} {
-		if a := call(t, tc.method, base+tc.path, credsAdmin, ""); a.status != tc.status || code(a) != tc.code {
+		if a := call(t, tc.method, base+tc.path, adminToken, ""); a.status != tc.status || code(a) != tc.code {
 			t.Errorf("%s %s: %d %s, want %d %s", tc.method, tc.path, a.status, a.raw, tc.status, tc.code)
 		}
 	}
 }
 
 func TestDeleteUserRoute(t *testing.T) {
-	base, _ := credsServer(t)
-	u := call(t, "POST", base+"/api/admin/users", credsAdmin, `{"id":"dana"}`)
+	base := swapdtest.Start(t, nil).HTTP
+	u := call(t, "POST", base+"/api/admin/users", adminToken, `{"id":"dana"}`)
 	tok, _ := u.body["token"].(string)
 	c, _, err := dialNotifications(t, base, tok)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a := call(t, "DELETE", base+"/api/admin/users/dana", credsAdmin, ""); a.status != http.StatusNoContent {
+	if a := call(t, "DELETE", base+"/api/admin/users/dana", adminToken, ""); a.status != http.StatusNoContent {
 		t.Fatalf("delete user: %d %s", a.status, a.raw)
 	}
 	expectPolicyClose(t, c)
@@ -306,12 +282,12 @@ func TestDeleteUserRoute(t *testing.T) {
 		{"POST", "/api/admin/users/dana/tokens", 404},
 		{"DELETE", "/api/admin/users/b%21d", 400},
 	} {
-		if a := call(t, tc.method, base+tc.path, credsAdmin, ""); a.status != tc.status {
+		if a := call(t, tc.method, base+tc.path, adminToken, ""); a.status != tc.status {
 			t.Errorf("%s %s: %d %s, want %d", tc.method, tc.path, a.status, a.raw, tc.status)
 		}
 	}
 	// The id can be used again.
-	if a := call(t, "POST", base+"/api/admin/users", credsAdmin, `{"id":"dana"}`); a.status != http.StatusCreated {
+	if a := call(t, "POST", base+"/api/admin/users", adminToken, `{"id":"dana"}`); a.status != http.StatusCreated {
 		t.Errorf("re-create: %d %s", a.status, a.raw)
 	}
 }
@@ -384,15 +360,16 @@ func booked(t *testing.T, base string) float64 {
 // Deleting a user cancels its active bookings through the normal path: the
 // station is told to release the slot and the battery is bookable again.
 func TestDeleteUserCancelsBookings(t *testing.T) {
-	base, mq := credsServer(t)
+	sd := swapdtest.Start(t, nil)
+	base, mq := sd.HTTP, sd.MQTT
 	cmds := onlineStation(t, base, mq)
-	u := call(t, "POST", base+"/api/admin/users", credsAdmin, `{"id":"dana"}`)
+	u := call(t, "POST", base+"/api/admin/users", adminToken, `{"id":"dana"}`)
 	id := book(t, base, u.body["token"].(string))
 	nextCmd(t, cmds, "reserve")
 	if n := booked(t, base); n != 1 {
 		t.Fatalf("booked %v, want 1", n)
 	}
-	if a := call(t, "DELETE", base+"/api/admin/users/dana", credsAdmin, ""); a.status != http.StatusNoContent {
+	if a := call(t, "DELETE", base+"/api/admin/users/dana", adminToken, ""); a.status != http.StatusNoContent {
 		t.Fatalf("delete user: %d %s", a.status, a.raw)
 	}
 	if rel := nextCmd(t, cmds, "release"); rel["booking_id"] != id {
@@ -406,9 +383,10 @@ func TestDeleteUserCancelsBookings(t *testing.T) {
 // Deleting a station fails its active bookings, and each user is told on
 // its notifications WebSocket.
 func TestDeleteStationNotifiesUsers(t *testing.T) {
-	base, mq := credsServer(t)
+	sd := swapdtest.Start(t, nil)
+	base, mq := sd.HTTP, sd.MQTT
 	cmds := onlineStation(t, base, mq)
-	u := call(t, "POST", base+"/api/admin/users", credsAdmin, `{"id":"dana"}`)
+	u := call(t, "POST", base+"/api/admin/users", adminToken, `{"id":"dana"}`)
 	tok := u.body["token"].(string)
 	ws, _, err := dialNotifications(t, base, tok)
 	if err != nil {
@@ -416,7 +394,7 @@ func TestDeleteStationNotifiesUsers(t *testing.T) {
 	}
 	id := book(t, base, tok)
 	nextCmd(t, cmds, "reserve")
-	if a := call(t, "DELETE", base+"/api/admin/stations/st-1", credsAdmin, ""); a.status != http.StatusNoContent {
+	if a := call(t, "DELETE", base+"/api/admin/stations/st-1", adminToken, ""); a.status != http.StatusNoContent {
 		t.Fatalf("delete station: %d %s", a.status, a.raw)
 	}
 	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))

@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"testing"
-	"time"
 
+	"github.com/swapbridge/swapbridge/internal/swapdtest"
 	"github.com/swapbridge/swapbridge/server"
 	"github.com/swapbridge/swapbridge/store"
 	"github.com/swapbridge/swapbridge/wire"
@@ -16,29 +16,12 @@ import (
 // retention cap removed answers with gap:true and the events from the
 // station's cut on, not an error.
 func TestEventsGapAfterStationCap(t *testing.T) {
-	cfg := server.Defaults()
-	cfg.DataDir = t.TempDir()
-	cfg.MQTTAddr = "127.0.0.1:0"
-	cfg.HTTPAddr = "127.0.0.1:0"
-	cfg.AdminToken = adminToken
-	cfg.Events.RetentionStationEvents = 5
-	srv, err := server.New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	})
-	base := "http://" + srv.HTTPAddr()
+	sd := swapdtest.Start(t, func(c *server.Config) { c.Events.RetentionStationEvents = 5 })
+	base := sd.HTTP
 	if a := call(t, "POST", base+"/api/admin/stations", adminToken, `{"id":"F1","name":"flood","slots":4}`); a.status != http.StatusCreated {
 		t.Fatalf("create station: %d %s", a.status, a.raw)
 	}
-	st := srv.Store()
+	st := sd.Srv.Store()
 	f, _ := json.Marshal(wire.InventoryUpdate{StationID: "F1", Inventory: wire.Inventory{TotalSlots: 4, EmptySlots: 4}})
 	for range 20 {
 		if _, err := st.Update(context.Background(), func(tx *store.Tx) error {
