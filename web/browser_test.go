@@ -19,6 +19,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/swapbridge/swapbridge/client"
+	"github.com/swapbridge/swapbridge/internal/swapdtest"
 	"github.com/swapbridge/swapbridge/server"
 	"github.com/swapbridge/swapbridge/wire"
 )
@@ -145,10 +146,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	cfg := server.Defaults()
-	cfg.DataDir = t.TempDir()
-	cfg.HTTPAddr = "127.0.0.1:0"
-	cfg.MQTTAddr = "127.0.0.1:0"
+	cfg := swapdtest.Config(t)
 	cfg.Demo.Enabled = true
 	cfg.Demo.Stations = 6
 	// The observer books at several stations to make events happen while

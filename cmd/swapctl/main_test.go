@@ -12,34 +12,20 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 	"unicode"
 
 	"github.com/swapbridge/swapbridge/client"
+	"github.com/swapbridge/swapbridge/internal/swapdtest"
 	"github.com/swapbridge/swapbridge/server"
 	"github.com/swapbridge/swapbridge/wire"
 )
 
+// startServer starts swapd with a generated admin token and returns its
+// base URL and the token's file.
 func startServer(t *testing.T) (base, tokenFile string) {
 	t.Helper()
-	cfg := server.Defaults()
-	cfg.DataDir = t.TempDir()
-	cfg.MQTTAddr = "127.0.0.1:0"
-	cfg.HTTPAddr = "127.0.0.1:0"
-	srv, err := server.New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	})
-	_, path := srv.AdminToken()
-	return "http://" + srv.HTTPAddr(), path
+	s := swapdtest.Start(t, func(c *server.Config) { c.AdminToken = "" })
+	return s.HTTP, s.TokenFile
 }
 
 func swapctl(t *testing.T, env map[string]string, args ...string) (string, error) {

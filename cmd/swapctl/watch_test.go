@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/swapbridge/swapbridge/internal/swapdtest"
 	"github.com/swapbridge/swapbridge/server"
 )
 
@@ -98,20 +99,9 @@ func (w *watcher) stop(t *testing.T) error {
 }
 
 func TestWatch(t *testing.T) {
-	cfg := server.Defaults()
-	cfg.DataDir = t.TempDir()
-	cfg.MQTTAddr = "127.0.0.1:0"
-	cfg.HTTPAddr = "127.0.0.1:0"
-	srv, err := server.New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Shutdown(context.Background()) })
-	_, tokenFile := srv.AdminToken()
-	env := map[string]string{"SWAPCTL_SERVER": "http://" + srv.HTTPAddr()}
+	sd := swapdtest.Start(t, func(c *server.Config) { c.AdminToken = "" })
+	srv, tokenFile := sd.Srv, sd.TokenFile
+	env := map[string]string{"SWAPCTL_SERVER": sd.HTTP}
 	admin := func(args ...string) string {
 		t.Helper()
 		out, err := swapctl(t, env, append([]string{"--token-file", tokenFile}, args...)...)
