@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/swapbridge/swapbridge/internal/testwait"
 	"github.com/swapbridge/swapbridge/stationagent/driver/sim"
 	"github.com/swapbridge/swapbridge/wire"
 )
@@ -121,7 +122,7 @@ func TestWillOnKilledConnection(t *testing.T) {
 	if !on.Online {
 		t.Fatalf("status = %+v", on)
 	}
-	waitFor(t, "session set up", func() bool { return r.A.Status().Connected })
+	testwait.For(t, testwait.Timeout, "session set up", func() bool { return r.A.Status().Connected })
 	p.cut()
 	will := b.next(t, "will", isTopic(sid, wire.KindStatus))
 	ws := decode[wire.Status](t, will)
@@ -143,7 +144,7 @@ func TestWillOnKilledConnection(t *testing.T) {
 		tel := decode[wire.Telemetry](t, m)
 		return tel.Full && tel.Seq > 1
 	})
-	waitFor(t, "second connect counted", func() bool { return r.A.Status().Connects == 2 })
+	testwait.For(t, testwait.Timeout, "second connect counted", func() bool { return r.A.Status().Connects == 2 })
 }
 
 // seqLog checks the telemetry stream of one boot: after dropping exact
@@ -190,7 +191,7 @@ func TestOutageTelemetryInOrder(t *testing.T) {
 	}
 
 	b.Close()
-	waitFor(t, "agent to notice the outage", func() bool { return !r.A.Status().Connected })
+	testwait.For(t, testwait.Timeout, "agent to notice the outage", func() bool { return !r.A.Status().Connected })
 	// Drain what reached the first broker.
 	for drained := false; !drained; {
 		select {
@@ -203,7 +204,7 @@ func TestOutageTelemetryInOrder(t *testing.T) {
 		}
 	}
 	queuedAtOutage := r.A.Status().LastSeqQueued
-	waitFor(t, "telemetry queued during the outage", func() bool {
+	testwait.For(t, testwait.Timeout, "telemetry queued during the outage", func() bool {
 		s := r.A.Status()
 		return s.LastSeqQueued >= queuedAtOutage+20 && s.OutboxDepth >= 20
 	})
@@ -221,7 +222,7 @@ func TestOutageTelemetryInOrder(t *testing.T) {
 			sawFull = true // the full report that follows the reconnect
 		}
 	}
-	waitFor(t, "outbox drained", func() bool { return r.A.Status().OutboxDepth == 0 })
+	testwait.For(t, testwait.Timeout, "outbox drained", func() bool { return r.A.Status().OutboxDepth == 0 })
 	t.Logf("seqs 1..%d delivered in order; %d exact duplicates", log.last, log.dups)
 }
 
@@ -295,12 +296,12 @@ func TestReservationSurvivesRestart(t *testing.T) {
 
 	drv := newSim(t, cfg.Sim)
 	r2 := startAgent(t, cfg, WithDriver(drv))
-	waitFor(t, "agent running", func() bool { return r2.A.BootID() != "" })
+	testwait.For(t, testwait.Timeout, "agent running", func() bool { return r2.A.BootID() != "" })
 	res := r2.A.Status().Reservations
 	if len(res) != 1 || res[0].Slot != 3 || res[0].BookingID != "bk3" {
 		t.Fatalf("reservations after restart = %+v", res)
 	}
-	waitFor(t, "indicator restored", func() bool { return drv.Indicator(3) })
+	testwait.For(t, testwait.Timeout, "indicator restored", func() bool { return drv.Indicator(3) })
 	if drv.Available(2) || drv.Available(4) || !drv.Available(1) {
 		t.Error("availability not restored after restart")
 	}
@@ -328,7 +329,7 @@ func TestReservationExpires(t *testing.T) {
 	if !drv.Indicator(1) {
 		t.Error("indicator off after reserve")
 	}
-	waitFor(t, "reservation to expire", func() bool { return len(r.A.Status().Reservations) == 0 })
+	testwait.For(t, testwait.Timeout, "reservation to expire", func() bool { return len(r.A.Status().Reservations) == 0 })
 	if drv.Indicator(1) {
 		t.Error("indicator still on after expiry")
 	}
@@ -345,7 +346,7 @@ func TestOutboxCompaction(t *testing.T) {
 	cfg.Sim.Speed = 200
 	sid := cfg.StationID
 	r := startAgent(t, cfg)
-	waitFor(t, "telemetry past the bound", func() bool { return r.A.Status().LastSeqQueued >= 30 })
+	testwait.For(t, testwait.Timeout, "telemetry past the bound", func() bool { return r.A.Status().LastSeqQueued >= 30 })
 	if d := r.A.Status().OutboxDepth; d > cfg.OutboxLimit+1 {
 		t.Fatalf("outbox depth %d exceeds the bound %d", d, cfg.OutboxLimit)
 	}
@@ -423,7 +424,7 @@ func TestDataDirLocked(t *testing.T) {
 	b := startBroker(t, "127.0.0.1:0")
 	cfg := testConfig(t, b.URL(), t.TempDir())
 	r := startAgent(t, cfg)
-	waitFor(t, "first agent running", func() bool { return r.A.BootID() != "" })
+	testwait.For(t, testwait.Timeout, "first agent running", func() bool { return r.A.BootID() != "" })
 	a2, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 
 	"github.com/swapbridge/swapbridge/internal/mqtttest"
+	"github.com/swapbridge/swapbridge/internal/testwait"
 )
 
 // recordHandler sends every log record to a channel.
@@ -109,5 +110,5 @@ func TestWrongSecretHintsOnceAndRetriesSlowly(t *testing.T) {
 		Auth: auth.AuthRules{{Username: "st-1", Password: "a-wrong-one", Allow: true}},
 		ACL:  auth.ACLRules{{Client: "*"}},
 	})
-	waitFor(t, "the agent connected with the accepted secret", func() bool { return r.A.Status().Connected })
+	testwait.For(t, testwait.Timeout, "the agent connected with the accepted secret", func() bool { return r.A.Status().Connected })
 }

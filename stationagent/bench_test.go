@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"testing"
 
+	"github.com/swapbridge/swapbridge/internal/testwait"
 	"github.com/swapbridge/swapbridge/wire"
 )
 
@@ -46,6 +47,6 @@ func BenchmarkOutboxDrain(b *testing.B) {
 	}
 	b.ResetTimer()
 	r := startAgent(b, cfg)
-	waitFor(b, "drained", func() bool { s := r.A.Status(); return s.Connected && s.OutboxDepth == 0 })
+	testwait.For(b, testwait.Timeout, "drained", func() bool { s := r.A.Status(); return s.Connected && s.OutboxDepth == 0 })
 	b.StopTimer()
 }

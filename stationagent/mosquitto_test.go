@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/swapbridge/swapbridge/internal/testwait"
 	"github.com/swapbridge/swapbridge/wire"
 )
 
@@ -96,5 +97,5 @@ func TestAgainstMosquitto(t *testing.T) {
 	if a := decode[wire.Ack](t, obs.next(t, "ack of the queued command", ackFor(sid, "m2"))); !a.OK {
 		t.Errorf("ack = %+v", a)
 	}
-	waitFor(t, "reservation released", func() bool { return len(r2.A.Status().Reservations) == 0 })
+	testwait.For(t, testwait.Timeout, "reservation released", func() bool { return len(r2.A.Status().Reservations) == 0 })
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 
 	"github.com/swapbridge/swapbridge/internal/mqtttest"
+	"github.com/swapbridge/swapbridge/internal/testwait"
 	"github.com/swapbridge/swapbridge/wire"
 )
 
@@ -226,7 +227,7 @@ func TestFailoverToNextServer(t *testing.T) {
 		t.Fatalf("status on the second server = %+v", st)
 	}
 	drainTelemetry(t, a, sid, &log) // anything a delivered before it closed
-	waitFor(t, "the agent on the second server", func() bool {
+	testwait.For(t, testwait.Timeout, "the agent on the second server", func() bool {
 		s := r.A.Status()
 		return s.Connected && s.Broker == b.URL()
 	})
@@ -234,7 +235,7 @@ func TestFailoverToNextServer(t *testing.T) {
 	for log.last < target {
 		log.add(t, b.next(t, "telemetry on the second server", isTopic(sid, wire.KindTelemetry)))
 	}
-	waitFor(t, "the second server acknowledged them", func() bool { return r.A.Status().LastSeqAcked >= target })
+	testwait.For(t, testwait.Timeout, "the second server acknowledged them", func() bool { return r.A.Status().LastSeqAcked >= target })
 
 	res := r.A.Status().Reservations
 	if len(res) != 1 || res[0].Slot != 2 || res[0].BookingID != "bk2" {
@@ -278,7 +279,7 @@ func TestOutboxReplayedToAnotherServer(t *testing.T) {
 		log.add(t, a.next(t, "telemetry on the first server", isTopic(sid, wire.KindTelemetry)))
 	}
 	a.Close()
-	waitFor(t, "agent to notice the outage", func() bool { return !r.A.Status().Connected })
+	testwait.For(t, testwait.Timeout, "agent to notice the outage", func() bool { return !r.A.Status().Connected })
 	drainTelemetry(t, a, sid, &log)
 
 	// Two full rounds of failed connects (each ends with a wait) while
@@ -300,7 +301,7 @@ func TestOutboxReplayedToAnotherServer(t *testing.T) {
 		}
 	}
 	queued := r.A.Status().LastSeqQueued
-	waitFor(t, "telemetry queued during the outage", func() bool { return r.A.Status().OutboxDepth >= 20 })
+	testwait.For(t, testwait.Timeout, "telemetry queued during the outage", func() bool { return r.A.Status().OutboxDepth >= 20 })
 
 	c := startBroker(t, cAddr)
 	st := decode[wire.Status](t, c.next(t, "status on the third server", isTopic(sid, wire.KindStatus)))
@@ -310,7 +311,7 @@ func TestOutboxReplayedToAnotherServer(t *testing.T) {
 	for log.last < queued+20 {
 		log.add(t, c.next(t, "telemetry on the third server", isTopic(sid, wire.KindTelemetry)))
 	}
-	waitFor(t, "the third server acknowledged the outbox", func() bool { return r.A.Status().LastSeqAcked >= queued+20 })
+	testwait.For(t, testwait.Timeout, "the third server acknowledged the outbox", func() bool { return r.A.Status().LastSeqAcked >= queued+20 })
 	if s := r.A.Status(); s.Broker != "tcp://"+cAddr {
 		t.Errorf("status: broker %s, want the third server", s.Broker)
 	}
@@ -354,7 +355,7 @@ func TestFirstServerDown(t *testing.T) {
 	if !moved {
 		t.Error("no record of moving on from the first server")
 	}
-	waitFor(t, "status connected to the second server", func() bool {
+	testwait.For(t, testwait.Timeout, "status connected to the second server", func() bool {
 		s := r.A.Status()
 		return s.Connected && s.Broker == b.URL()
 	})
@@ -436,7 +437,7 @@ func TestEveryServerRefusing(t *testing.T) {
 	}
 
 	ledgers[1].Update(&auth.Ledger{Auth: auth.AuthRules{{Username: "st-1", Password: "a-wrong-one", Allow: true}}, ACL: auth.ACLRules{{Client: "*"}}})
-	waitFor(t, "the agent connected to the server that accepts the secret", func() bool {
+	testwait.For(t, testwait.Timeout, "the agent connected to the server that accepts the secret", func() bool {
 		s := r.A.Status()
 		return s.Connected && s.Broker == urls[1]
 	})
