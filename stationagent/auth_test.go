@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 
 	"github.com/swapbridge/swapbridge/internal/mqtttest"
@@ -49,20 +48,9 @@ func TestWrongSecretHintsOnceAndRetriesSlowly(t *testing.T) {
 		Auth: auth.AuthRules{{Username: "st-1", Password: "the-right-one", Allow: true}},
 		ACL:  auth.ACLRules{{Client: "*"}},
 	}
-	srv := mqtt.New(&mqtt.Options{Logger: slog.New(slog.DiscardHandler)})
-	if err := srv.AddHook(new(auth.Hook), &auth.Options{Ledger: ledger}); err != nil {
-		t.Fatal(err)
-	}
-	tcp := mqtttest.NewTCPListener(srv, "tcp", "127.0.0.1:0")
-	if err := srv.AddListener(tcp); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Serve(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	mb := mqtttest.StartBroker(t, "", ledger, nil)
 
-	cfg := testConfig(t, "tcp://"+tcp.Address(), t.TempDir())
+	cfg := testConfig(t, mb.URL(), t.TempDir())
 	cfg.Secret = "a-wrong-one"
 	cfg.ReconnectMin = time.Millisecond
 	cfg.ReconnectMax = 200 * time.Millisecond

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 
 	"io"
-	"log/slog"
 	"net"
 	"sync"
 	"testing"
@@ -13,7 +12,6 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/swapbridge/swapbridge/internal/mqtttest"
@@ -33,45 +31,24 @@ type msg struct {
 // message published on swap/# is copied to Msgs by an inline subscription
 // registered before the listener starts, so nothing is missed.
 type broker struct {
-	srv  *mqtt.Server
-	once sync.Once
-	Addr string
+	*mqtttest.Broker
 	Msgs chan msg
 }
 
 func startBroker(t testing.TB, addr string) *broker {
 	t.Helper()
-	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
-	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
-		t.Fatal(err)
-	}
-	b := &broker{srv: srv, Msgs: make(chan msg, 10000)}
-	err := srv.Subscribe("swap/#", 1, func(cl *mqtt.Client, sub packets.Subscription, pk packets.Packet) {
-		select {
-		case b.Msgs <- msg{Topic: pk.TopicName, Payload: append([]byte(nil), pk.Payload...), QoS: pk.FixedHeader.Qos, Retained: pk.FixedHeader.Retain}:
-		default:
-			t.Error("broker message buffer full")
-		}
+	msgs := make(chan msg, 10000)
+	b := mqtttest.StartBroker(t, addr, nil, func(srv *mqtt.Server) error {
+		return srv.Subscribe("swap/#", 1, func(cl *mqtt.Client, sub packets.Subscription, pk packets.Packet) {
+			select {
+			case msgs <- msg{Topic: pk.TopicName, Payload: append([]byte(nil), pk.Payload...), QoS: pk.FixedHeader.Qos, Retained: pk.FixedHeader.Retain}:
+			default:
+				t.Error("broker message buffer full")
+			}
+		})
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tcp := mqtttest.NewTCPListener(srv, "tcp", addr)
-	if err := srv.AddListener(tcp); err != nil {
-		t.Fatalf("listen %s: %v", addr, err)
-	}
-	if err := srv.Serve(); err != nil {
-		t.Fatal(err)
-	}
-	b.Addr = tcp.Address()
-	t.Cleanup(b.Close)
-	return b
+	return &broker{Broker: b, Msgs: msgs}
 }
-
-// Close stops the broker; idempotent.
-func (b *broker) Close() { b.once.Do(func() { b.srv.Close() }) }
-
-func (b *broker) URL() string { return "tcp://" + b.Addr }
 
 // next waits for the next message matching ok.
 func (b *broker) next(t *testing.T, what string, ok func(msg) bool) msg {

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.mqtt.golang/packets"
-	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 
 	"github.com/swapbridge/swapbridge/internal/mqtttest"
@@ -373,19 +372,8 @@ func TestEveryServerRefusing(t *testing.T) {
 	var ledgers []*auth.Ledger
 	for range 2 {
 		l := refuse()
-		srv := mqtt.New(&mqtt.Options{Logger: slog.New(slog.DiscardHandler)})
-		if err := srv.AddHook(new(auth.Hook), &auth.Options{Ledger: l}); err != nil {
-			t.Fatal(err)
-		}
-		tcp := mqtttest.NewTCPListener(srv, "tcp", "127.0.0.1:0")
-		if err := srv.AddListener(tcp); err != nil {
-			t.Fatal(err)
-		}
-		if err := srv.Serve(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { srv.Close() })
-		urls = append(urls, "tcp://"+tcp.Address())
+		mb := mqtttest.StartBroker(t, "", l, nil)
+		urls = append(urls, mb.URL())
 		ledgers = append(ledgers, l)
 	}
 	cfg := testConfig(t, strings.Join(urls, ","), t.TempDir())

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -15,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 
 	"github.com/swapbridge/swapbridge/internal/mqtttest"
@@ -25,23 +23,10 @@ import (
 // startBroker runs a mochi broker that accepts only st-1 / s3cret.
 func startBroker(t *testing.T) string {
 	t.Helper()
-	srv := mqtt.New(&mqtt.Options{Logger: slog.New(slog.DiscardHandler)})
-	err := srv.AddHook(new(auth.Hook), &auth.Options{Ledger: &auth.Ledger{
+	return mqtttest.StartBroker(t, "", &auth.Ledger{
 		Auth: auth.AuthRules{{Username: "st-1", Password: "s3cret", Allow: true}},
 		ACL:  auth.ACLRules{{Filters: auth.Filters{"#": auth.ReadWrite}}},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tcp := mqtttest.NewTCPListener(srv, "tcp", "127.0.0.1:0")
-	if err := srv.AddListener(tcp); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Serve(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	return "tcp://" + tcp.Address()
+	}, nil).URL()
 }
 
 func writeConfig(t *testing.T, server, secret, httpURL string) (path, dir string) {
