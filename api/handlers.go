@@ -29,7 +29,9 @@ func domainError(err error) (status int, code, msg string, ok bool) {
 	case errors.Is(err, bridge.ErrBookingState):
 		return http.StatusConflict, "invalid_booking_state", cleanMessage(err, "the booking cannot do that in its current state"), true
 	case errors.Is(err, bridge.ErrBadRequest):
-		return http.StatusBadRequest, "bad_request", cleanMessage(err, "the request is not valid"), true
+		return http.StatusBadRequest, "invalid_field", cleanMessage(err, "the request is not valid"), true
+	case errors.Is(err, bridge.ErrUserNotFound):
+		return http.StatusNotFound, "user_not_found", cleanMessage(err, "no such user"), true
 	case errors.Is(err, store.ErrExists):
 		return http.StatusConflict, "already_exists", "an entry with that id already exists", true
 	case errors.Is(err, store.ErrClosed), errors.Is(err, bridge.ErrClosed):
@@ -347,26 +349,9 @@ func (a *API) sendNotification(w http.ResponseWriter, r *http.Request) error {
 	if aerr := decodeBody(w, r, &req); aerr != nil {
 		return aerr
 	}
-	if aerr := checkID("invalid_field", "user_id", req.UserID); aerr != nil {
-		return aerr
-	}
-	if req.Level == "" {
-		req.Level = wire.LevelInfo
-	}
-	switch {
-	case req.Level != wire.LevelInfo && req.Level != wire.LevelWarning && req.Level != wire.LevelError:
-		return errorf(http.StatusBadRequest, "invalid_field", `level must be "info", "warning" or "error"`)
-	case req.Title == "" && req.Message == "":
-		return errorf(http.StatusBadRequest, "invalid_field", "title or message is required")
-	case len(req.Title) > 200 || len(req.Message) > 4000 || len(req.BookingID) > 64:
-		return errorf(http.StatusBadRequest, "invalid_field", "title (200), message (4000) or booking_id (64) too long")
-	}
-	if _, err := a.store.User(req.UserID); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return errorf(http.StatusNotFound, "user_not_found", "no such user %q", req.UserID)
-		}
-		return err
-	}
+	// The bridge owns the notification's rules (level, text bounds, the
+	// user's existence); its errors map to 400 invalid_field and 404
+	// user_not_found.
 	if err := a.bridge.Notify(r.Context(), req.UserID, req.Notification); err != nil {
 		return err
 	}

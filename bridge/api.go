@@ -168,6 +168,12 @@ func (b *Bridge) bookingOp(ctx context.Context, userID, bookingID string, op fun
 // Notify appends a notification event to the user's channel. Level "" means
 // info. ErrBadRequest for an invalid or unknown user, an unknown level, or an
 // empty or oversized title/message. Blocks for one commit.
+// The contract's bounds of a notification, in bytes (docs/openapi.yaml).
+const (
+	MaxNotificationTitle   = 200
+	MaxNotificationMessage = 4000
+)
+
 func (b *Bridge) Notify(ctx context.Context, userID string, n wire.Notification) error {
 	if err := wire.CheckID("user id", userID); err != nil {
 		return fmt.Errorf("%w: %v", ErrBadRequest, err)
@@ -183,13 +189,13 @@ func (b *Bridge) Notify(ctx context.Context, userID string, n wire.Notification)
 	if n.Title == "" && n.Message == "" {
 		return fmt.Errorf("%w: a notification needs a title or a message", ErrBadRequest)
 	}
-	if len(n.Title) > 256 || len(n.Message) > 4096 || len(n.BookingID) > 64 {
-		return fmt.Errorf("%w: title (256) or message (4096) too long", ErrBadRequest)
+	if len(n.Title) > MaxNotificationTitle || len(n.Message) > MaxNotificationMessage || len(n.BookingID) > 64 {
+		return fmt.Errorf("%w: title (%d), message (%d) or booking_id (64) too long", ErrBadRequest, MaxNotificationTitle, MaxNotificationMessage)
 	}
 	if ok, err := b.cat.UserExists(userID); err != nil {
 		return fmt.Errorf("bridge: notify %s: %w", userID, err)
 	} else if !ok {
-		return fmt.Errorf("%w: unknown user %s", ErrBadRequest, userID)
+		return fmt.Errorf("no such user %q: %w", userID, ErrUserNotFound)
 	}
 	fields, err := json.Marshal(&n)
 	if err != nil {

@@ -25,8 +25,11 @@ var (
 	ErrBookingLimit = errors.New("bridge: booking limit reached")
 	// ErrBookingState: the booking's status does not allow the request.
 	ErrBookingState = errors.New("bridge: booking state does not allow this")
-	// ErrBadRequest: an argument is invalid.
+	// ErrBadRequest: an argument is invalid; the wrapping error says which
+	// and why, in words fit for the caller.
 	ErrBadRequest = errors.New("bridge: bad request")
+	// ErrUserNotFound: no user has that id.
+	ErrUserNotFound = errors.New("bridge: user not found")
 	// ErrClosed: the bridge was closed (or not started).
 	ErrClosed = errors.New("bridge: closed")
 )

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -501,8 +502,11 @@ func TestOperatorStatusAndNotify(t *testing.T) {
 	if err := e.b.Notify(ctx, "u1", wire.Notification{Title: "Hi", Message: "hello", Level: "info"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.b.Notify(ctx, "u2", wire.Notification{Title: "Hi"}); !errors.Is(err, ErrBadRequest) {
+	if err := e.b.Notify(ctx, "u2", wire.Notification{Title: "Hi"}); !errors.Is(err, ErrUserNotFound) {
 		t.Fatalf("unknown user: %v", err)
+	}
+	if err := e.b.Notify(ctx, "u1", wire.Notification{Title: strings.Repeat("x", MaxNotificationTitle+1)}); !errors.Is(err, ErrBadRequest) {
+		t.Fatalf("title over the contract's 200 bytes: %v", err)
 	}
 	if err := e.b.Notify(ctx, "u1", wire.Notification{Title: "Hi", Level: "loud"}); !errors.Is(err, ErrBadRequest) {
 		t.Fatalf("bad level: %v", err)

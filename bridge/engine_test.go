@@ -805,7 +805,7 @@ func testNotifyOnLog(t *testing.T, be backend) {
 	if err := e.b.Notify(context.Background(), "u9", wire.Notification{Title: "hi"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.b.Notify(context.Background(), "nobody", wire.Notification{Title: "hi"}); !errors.Is(err, ErrBadRequest) {
+	if err := e.b.Notify(context.Background(), "nobody", wire.Notification{Title: "hi"}); !errors.Is(err, ErrUserNotFound) {
 		t.Fatalf("unknown user: %v", err)
 	}
 	evs := e.be.events(t, e.st)
