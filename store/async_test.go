@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -269,19 +268,7 @@ func TestUpdateAsyncClose(t *testing.T) {
 	waitQueued(t, s, queued)
 	closed := make(chan error, 1)
 	go func() { closed <- s.Close() }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		s.mu.Lock()
-		c := s.closed
-		s.mu.Unlock()
-		if c {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("Close did not start")
-		}
-		runtime.Gosched()
-	}
+	waitClosing(t, s)
 	// Refused while Close waits for the running batch.
 	if err := s.UpdateAsync(appendFn("late", nil), calls.done("late")); !errors.Is(err, ErrClosed) {
 		t.Fatalf("UpdateAsync during Close: %v, want ErrClosed", err)

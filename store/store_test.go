@@ -7,13 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/swapbridge/swapbridge/internal/testwait"
 )
 
 func openT(t testing.TB, path string, opts Options) *Store {
@@ -111,29 +112,17 @@ func blockCommitter(t *testing.T, s *Store) (release func()) {
 
 func waitChan(t *testing.T, ch <-chan struct{}, what string) {
 	t.Helper()
-	select {
-	case <-ch:
-	case <-time.After(10 * time.Second):
-		t.Fatalf("timed out waiting for %s", what)
-	}
+	testwait.Recv(t, ch, testwait.Timeout, what)
 }
 
 // waitQueued waits until n Updates are queued behind the committer.
 func waitQueued(t *testing.T, s *Store, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testwait.For(t, testwait.Timeout, fmt.Sprintf("%d updates queued", n), func() bool {
 		s.mu.Lock()
-		q := len(s.queue)
-		s.mu.Unlock()
-		if q >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("queue has %d updates, want %d", q, n)
-		}
-		runtime.Gosched()
-	}
+		defer s.mu.Unlock()
+		return len(s.queue) >= n
+	})
 }
 
 func TestSeqMonotonicAcrossReopen(t *testing.T) {
@@ -484,11 +473,7 @@ func TestRetentionInChunks(t *testing.T) {
 func TestBackgroundRetention(t *testing.T) {
 	s := openT(t, "", Options{Retention: Retention{MaxAge: -1, MaxEvents: 2}, CompactEvery: time.Millisecond})
 	appendAll(t, s, stationEv("a", "x"), stationEv("a", "x"), stationEv("a", "x"), stationEv("a", "x"))
-	deadline := time.Now().Add(10 * time.Second)
-	for s.FirstSeq() != 3 && time.Now().Before(deadline) {
-		runtime.Gosched()
-	}
-	if s.FirstSeq() != 3 {
+	if !testwait.Until(testwait.Timeout, func() bool { return s.FirstSeq() == 3 }) {
 		t.Fatalf("FirstSeq %d, want 3 after background compaction", s.FirstSeq())
 	}
 }
@@ -751,19 +736,7 @@ func TestClose(t *testing.T) {
 	closed := make(chan error, 1)
 	go func() { closed <- s.Close() }()
 	// Close marks the store closed, then waits for the running batch.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		s.mu.Lock()
-		c := s.closed
-		s.mu.Unlock()
-		if c {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("Close did not start")
-		}
-		runtime.Gosched()
-	}
+	waitClosing(t, s)
 	release()
 	if err := <-queued; !errors.Is(err, ErrClosed) {
 		t.Fatalf("pending Update err %v, want ErrClosed", err)
@@ -1070,4 +1043,14 @@ func TestUpdateContextInBatch(t *testing.T) {
 	if s.LastSeq() != 1 {
 		t.Fatalf("LastSeq %d, want 1", s.LastSeq())
 	}
+}
+
+// waitClosing waits until Close has started on s.
+func waitClosing(t *testing.T, s *Store) {
+	t.Helper()
+	testwait.For(t, testwait.Timeout, "Close to start", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.closed
+	})
 }
