@@ -26,6 +26,9 @@ func (b *Bridge) Book(ctx context.Context, userID, stationID string) (wire.Booki
 	if err := wire.CheckID("user id", userID); err != nil {
 		return wire.Booking{}, fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
+	if err := wire.CheckID("station_id", stationID); err != nil {
+		return wire.Booking{}, fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
 	s, err := b.station(stationID)
 	if err != nil {
 		return wire.Booking{}, err
@@ -223,7 +226,7 @@ func (b *Bridge) SetOperatorStatus(ctx context.Context, stationID, status string
 		on = true
 	case wire.StationOnline:
 	default:
-		return fmt.Errorf("%w: status must be maintenance or online", ErrBadRequest)
+		return fmt.Errorf(`%w: status must be "maintenance" or "online"`, ErrBadRequest)
 	}
 	s, err := b.station(stationID)
 	if err != nil {
