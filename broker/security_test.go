@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,33 +14,13 @@ import (
 	mpackets "github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/swapbridge/swapbridge/internal/mqtttest"
+	"github.com/swapbridge/swapbridge/internal/testlog"
 	"github.com/swapbridge/swapbridge/internal/testwait"
 	"github.com/swapbridge/swapbridge/wire"
 )
 
 // logBuf is a log destination safe for concurrent writes.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *logBuf) Len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Len()
-}
+type logBuf = testlog.Buffer
 
 func bufLogger(lb *logBuf, level slog.Level) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(lb, &slog.HandlerOptions{Level: level}))

@@ -41,18 +41,10 @@ func startAttackLab(t *testing.T, mutate func(*server.Config)) *attackLab {
 }
 
 // logLen is the number of log bytes written so far.
-func (l *attackLab) logLen() int {
-	l.log.mu.Lock()
-	defer l.log.mu.Unlock()
-	return l.log.b.Len()
-}
+func (l *attackLab) logLen() int { return l.log.Len() }
 
 // logSince returns the log written since offset n.
-func (l *attackLab) logSince(n int) string {
-	l.log.mu.Lock()
-	defer l.log.mu.Unlock()
-	return string(l.log.b.Bytes()[n:])
-}
+func (l *attackLab) logSince(n int) string { return l.log.Since(n) }
 
 // settled returns the fingerprint once it stopped changing: a row that
 // changes state may leave work in flight (a publish of a taken-over

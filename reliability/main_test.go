@@ -2,7 +2,6 @@ package reliability
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/swapbridge/swapbridge/client"
 	"github.com/swapbridge/swapbridge/internal/swapdtest"
+	"github.com/swapbridge/swapbridge/internal/testlog"
 	"github.com/swapbridge/swapbridge/internal/testwait"
 	"github.com/swapbridge/swapbridge/wire"
 )
@@ -52,22 +52,7 @@ func TestMain(m *testing.M) {
 }
 
 // logBuf is a goroutine-safe capture of a process's output.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type logBuf = testlog.Buffer
 
 // swapdProc is a swapd running as a child process.
 type swapdProc struct {
