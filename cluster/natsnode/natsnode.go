@@ -108,12 +108,11 @@ func options(cfg Config) (*server.Options, error) {
 		// Every write is fsync'ed before JetStream acknowledges it. The
 		// default (a sync every 2 minutes) loses acknowledged writes on
 		// power loss or an OS crash of a majority.
-		SyncAlways:   true,
-		SyncInterval: time.Minute, // unused with SyncAlways; set so the default is not applied
-		NoSigs:       true,
-		NoLog:        false,
-		// Routes and clients are loopback or a private network the
-		// operator controls; no system account is needed for swapd.
+		SyncAlways: true,
+		// swapd handles signals itself; the node must not.
+		NoSigs: true,
+		// A commit group of a large station (state, bookings, up to 4,096
+		// events) fits in one message.
 		MaxPayload: 8 << 20,
 	}
 	host, port, err := splitHostPort(cfg.ClientAddr, "127.0.0.1", -1)

@@ -12,6 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/swapbridge/swapbridge/internal/testwait"
 )
 
 // freeAddrs returns n loopback addresses whose ports were free a moment
@@ -86,19 +88,12 @@ func connect(t *testing.T, nd *Node) jetstream.JetStream {
 }
 
 // retry calls fn until it succeeds or d passes (a JetStream cluster
-// answers "no leader" until it elected one).
+// answers "no leader" until it elected one), polling through testwait.
 func retry(t *testing.T, d time.Duration, what string, fn func() error) {
 	t.Helper()
-	deadline := time.Now().Add(d)
 	var err error
-	for {
-		if err = fn(); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still failing after %s: %v", what, d, err)
-		}
-		time.Sleep(50 * time.Millisecond) // a retry interval against a remote answer, not a synchronisation
+	if !testwait.Until(d, func() bool { err = fn(); return err == nil }) {
+		t.Fatalf("%s: still failing after %s: %v", what, d, err)
 	}
 }
 
