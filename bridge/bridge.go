@@ -121,20 +121,30 @@ func (b *Bridge) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bridge: load stations: %w", err)
 	}
-	cmds, err := b.pendingCommands("")
-	if err != nil {
-		return fmt.Errorf("bridge: load commands: %w", err)
-	}
 	now := b.cfg.Clock()
-	for _, info := range infos {
-		s := newStationCache(info)
-		if err := b.load(s, cmds[info.ID], now); err != nil {
-			return fmt.Errorf("bridge: load state: %w", err)
+	sids := make([]string, len(infos))
+	for i, info := range infos {
+		sids[i] = info.ID
+	}
+	err = b.log.Load(sids, func(r Reader) error {
+		cmds, err := pendingCommands(r, "")
+		if err != nil {
+			return fmt.Errorf("bridge: load commands: %w", err)
 		}
-		for _, bk := range s.bookings {
-			b.active.add(bk.UserID, bk.ID)
+		for _, info := range infos {
+			s := newStationCache(info)
+			if err := b.load(r, s, cmds[info.ID], now); err != nil {
+				return fmt.Errorf("bridge: load state: %w", err)
+			}
+			for _, bk := range s.bookings {
+				b.active.add(bk.UserID, bk.ID)
+			}
+			b.stations[info.ID] = s
 		}
-		b.stations[info.ID] = s
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if err := b.purgeCommands(ctx, now); err != nil {
 		return err

@@ -69,20 +69,29 @@ func (b *Bridge) station(sid string) (*station, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bridge: station %s: %w", sid, err)
 	}
-	return b.addStation(info), nil
-}
-
-func (b *Bridge) addStation(info commitlog.StationInfo) *station {
+	// Provisioned since Start: its records (none on a single node; on a
+	// cluster, perhaps another node's) are loaded like Start's.
+	ns := newStationCache(info)
+	err = b.log.Load([]string{sid}, func(r Reader) error {
+		cmds, err := pendingCommands(r, sid)
+		if err != nil {
+			return err
+		}
+		return b.load(r, ns, cmds[sid], b.cfg.Clock())
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bridge: station %s: load: %w", sid, err)
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if s := b.stations[info.ID]; s != nil {
-		return s
+	if s := b.stations[sid]; s != nil {
+		return s, nil
 	}
-	s := newStationCache(info)
-	s.st = newStation(info.ID, info.Slots)
-	s.st.Inv = b.m.inventory(&s.st)
-	b.stations[info.ID] = s
-	return s
+	for _, bk := range ns.bookings {
+		b.active.add(bk.UserID, bk.ID)
+	}
+	b.stations[sid] = ns
+	return ns, nil
 }
 
 // StationExists reports whether sid is a provisioned station.
@@ -117,10 +126,13 @@ func (b *Bridge) lockStation(s *station) {
 // log holds, once the station's queued commits are answered.
 func (b *Bridge) reload(s *station) {
 	s.drain()
-	cmds, err := b.pendingCommands(s.info.ID)
-	if err == nil {
-		err = b.load(s, cmds[s.info.ID], b.cfg.Clock())
-	}
+	err := b.log.Load([]string{s.info.ID}, func(r Reader) error {
+		cmds, err := pendingCommands(r, s.info.ID)
+		if err != nil {
+			return err
+		}
+		return b.load(r, s, cmds[s.info.ID], b.cfg.Clock())
+	})
 	if err != nil {
 		b.lg.Warn("bridge: reload station after a failed commit", "station", s.info.ID, "error", err)
 		return
@@ -131,29 +143,30 @@ func (b *Bridge) reload(s *station) {
 }
 
 // load sets s's state, active bookings (those its reservations name) and
-// pending commands from the log. s.mu is held, or s is not shared yet.
-func (b *Bridge) load(s *station, cmds []*command, now time.Time) error {
-	st, err := b.loadState(s.info)
+// pending commands from r (a Log.Load snapshot). s.mu is held, or s is not
+// shared yet.
+func (b *Bridge) load(rd Reader, s *station, cmds []*command, now time.Time) error {
+	st, err := b.loadState(rd, s.info)
 	if err != nil {
 		return err
 	}
 	bookings := map[string]*booking{}
 	for i := range st.Slots {
-		r := &st.Slots[i].Res
-		if !r.active() {
+		res := &st.Slots[i].Res
+		if !res.active() {
 			continue
 		}
-		raw, err := b.log.Record(commitlog.KindBooking, r.BookingID)
+		raw, err := rd.Record(commitlog.KindBooking, res.BookingID)
 		if errors.Is(err, commitlog.ErrNotFound) {
-			b.lg.Warn("bridge: reservation without its booking record", "station", s.info.ID, "booking", r.BookingID)
+			b.lg.Warn("bridge: reservation without its booking record", "station", s.info.ID, "booking", res.BookingID)
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("station %s: booking %s: %w", s.info.ID, r.BookingID, err)
+			return fmt.Errorf("station %s: booking %s: %w", s.info.ID, res.BookingID, err)
 		}
 		bk, err := decodeBooking(raw)
 		if err != nil {
-			return fmt.Errorf("station %s: booking %s: decode: %w", s.info.ID, r.BookingID, err)
+			return fmt.Errorf("station %s: booking %s: decode: %w", s.info.ID, res.BookingID, err)
 		}
 		bookings[bk.ID] = bk
 	}
@@ -171,9 +184,9 @@ func (b *Bridge) load(s *station, cmds []*command, now time.Time) error {
 
 // loadState reads a station's stored state; a station with none yet gets a
 // fresh one.
-func (b *Bridge) loadState(info commitlog.StationInfo) (stationState, error) {
+func (b *Bridge) loadState(r Reader, info commitlog.StationInfo) (stationState, error) {
 	var st stationState
-	raw, err := b.log.Record(commitlog.KindStationState, info.ID)
+	raw, err := r.Record(commitlog.KindStationState, info.ID)
 	switch {
 	case errors.Is(err, commitlog.ErrNotFound):
 		st = newStation(info.ID, info.Slots)
@@ -191,11 +204,11 @@ func (b *Bridge) loadState(info commitlog.StationInfo) (stationState, error) {
 	return st, nil
 }
 
-// pendingCommands reads the pending command records from the log, by
-// station (of station sid only, unless sid is empty).
-func (b *Bridge) pendingCommands(sid string) (map[string][]*command, error) {
+// pendingCommands reads the pending command records from r, by station (of
+// station sid only, unless sid is empty).
+func pendingCommands(r Reader, sid string) (map[string][]*command, error) {
 	out := map[string][]*command{}
-	err := b.log.Records(commitlog.KindCommand, "", func(_ string, value []byte) bool {
+	err := r.Records(commitlog.KindCommand, "", func(_ string, value []byte) bool {
 		c, err := decodeCommand(value)
 		if err != nil || !c.pending() || (sid != "" && c.StationID != sid) {
 			return true

@@ -20,17 +20,24 @@ import "github.com/swapbridge/swapbridge/internal/commitlog"
 //     station fails too, until a commit with Reopen (which the bridge sends
 //     first after it reloaded the station). A commit derived from a lost
 //     one is never kept.
-//   - Record and Records read what is durable.
+//   - Record and Records read what is durable (a replicated log: at least
+//     what this node's commits made durable).
+//   - Load reads one consistent snapshot, and the stations it loaded are
+//     fenced at that snapshot: a log with several writers (cluster/jslog)
+//     refuses a station's next Reopen commit if another writer committed
+//     for the station after the snapshot, so a station loaded from stale
+//     records can never overwrite newer ones.
 type Log interface {
 	Append(c *commitlog.Commit, done func(error)) error
-	// Record returns a committed record, or an error matching
-	// commitlog.ErrNotFound.
-	Record(kind commitlog.Kind, key string) ([]byte, error)
-	// Records calls fn for each committed record of kind whose key starts
-	// with prefix, in key order, until fn returns false; value is valid
-	// during the call only.
-	Records(kind commitlog.Kind, prefix string, fn func(key string, value []byte) bool) error
+	Reader
+	// Load calls fn with a reader of one consistent snapshot of the
+	// committed records, from which the bridge (re)loads the stations
+	// sids; their next commits carry Reopen. fn must not append.
+	Load(sids []string, fn func(Reader) error) error
 }
+
+// Reader reads committed records (commitlog.Reader).
+type Reader = commitlog.Reader
 
 // Catalog is the list of provisioned stations and users, written by the
 // admin API (and by a commit's RemoveStation). Errors for unknown ids match

@@ -99,6 +99,29 @@ func (s *Store) Records(kind commitlog.Kind, prefix string, fn func(key string, 
 	return s.View(func(tx *Tx) error { return tx.Scan(Kind(kind), prefix, fn) })
 }
 
+// Load calls fn with tx-backed reads of one consistent snapshot (a bbolt
+// read transaction): Tx is a bridge.Reader. With one writer there is no
+// fence to set; sids is not needed.
+func (s *Store) Load(sids []string, fn func(r commitlog.Reader) error) error {
+	return s.View(func(tx *Tx) error { return fn(tx) })
+}
+
+// Record returns a copy of the record (read-only or read-write
+// transactions), or an error matching ErrNotFound and
+// commitlog.ErrNotFound.
+func (tx *Tx) Record(kind commitlog.Kind, key string) ([]byte, error) {
+	v, err := tx.Get(Kind(kind), key)
+	if err != nil {
+		return nil, notFound(err)
+	}
+	return append([]byte(nil), v...), nil
+}
+
+// Records is Scan for a commitlog kind.
+func (tx *Tx) Records(kind commitlog.Kind, prefix string, fn func(key string, value []byte) bool) error {
+	return tx.Scan(Kind(kind), prefix, fn)
+}
+
 // StationInfo returns a provisioned station's catalogue entry.
 func (s *Store) StationInfo(sid string) (commitlog.StationInfo, error) {
 	st, err := s.Station(sid)

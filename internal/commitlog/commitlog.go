@@ -4,7 +4,8 @@
 // it reads back. The interface over them is declared by its consumer
 // (bridge.Log); store (bbolt) and internal/memlog (in memory) implement it.
 //
-// The package has no behaviour; it imports nothing internal.
+// The package has no behaviour (one interface, Reader, names the reads
+// both sides share); it imports nothing internal.
 package commitlog
 
 import (
@@ -66,6 +67,17 @@ type Commit struct {
 	// credentials, after the records; the commit fails with ErrNotFound if
 	// the catalogue has no such station.
 	RemoveStation bool
+}
+
+// Reader reads committed records: a log, or one snapshot of it.
+type Reader interface {
+	// Record returns a committed record, or an error matching
+	// ErrNotFound.
+	Record(kind Kind, key string) ([]byte, error)
+	// Records calls fn for each committed record of kind whose key starts
+	// with prefix, in key order, until fn returns false; value is valid
+	// during the call only.
+	Records(kind Kind, prefix string, fn func(key string, value []byte) bool) error
 }
 
 // StationInfo is a station's catalogue entry, as the bridge needs it.

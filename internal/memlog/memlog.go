@@ -192,10 +192,40 @@ func (l *Log) apply(c *commitlog.Commit) (err error) {
 	return nil
 }
 
+// Load calls fn with a reader of the log as it is, held still (no commit
+// is applied) until fn returns. fn must not call into the log.
+func (l *Log) Load(_ []string, fn func(commitlog.Reader) error) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return fn(snapshot{l})
+}
+
+// snapshot reads l with l.mu held.
+type snapshot struct{ l *Log }
+
+func (s snapshot) Record(kind commitlog.Kind, key string) ([]byte, error) {
+	return s.l.record(kind, key)
+}
+
+func (s snapshot) Records(kind commitlog.Kind, prefix string, fn func(key string, value []byte) bool) error {
+	keys, vals := s.l.scan(kind, prefix)
+	for _, k := range keys {
+		if !fn(k, vals[k]) {
+			return nil
+		}
+	}
+	return nil
+}
+
 // Record returns a copy of a committed record, or commitlog.ErrNotFound.
 func (l *Log) Record(kind commitlog.Kind, key string) ([]byte, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.record(kind, key)
+}
+
+// record is Record with l.mu held.
+func (l *Log) record(kind commitlog.Kind, key string) ([]byte, error) {
 	v, ok := l.records[kind][key]
 	if !ok {
 		return nil, fmt.Errorf("memlog: %s %q: %w", kind, key, commitlog.ErrNotFound)
@@ -208,6 +238,19 @@ func (l *Log) Record(kind commitlog.Kind, key string) ([]byte, error) {
 // call into the log.
 func (l *Log) Records(kind commitlog.Kind, prefix string, fn func(key string, value []byte) bool) error {
 	l.mu.Lock()
+	keys, vals := l.scan(kind, prefix)
+	l.mu.Unlock()
+	for _, k := range keys {
+		if !fn(k, vals[k]) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// scan returns the keys of kind with prefix, sorted, and their values;
+// l.mu is held.
+func (l *Log) scan(kind commitlog.Kind, prefix string) ([]string, map[string][]byte) {
 	var keys []string
 	vals := map[string][]byte{}
 	for k, v := range l.records[kind] {
@@ -216,14 +259,8 @@ func (l *Log) Records(kind commitlog.Kind, prefix string, fn func(key string, va
 			vals[k] = v
 		}
 	}
-	l.mu.Unlock()
 	sort.Strings(keys)
-	for _, k := range keys {
-		if !fn(k, vals[k]) {
-			return nil
-		}
-	}
-	return nil
+	return keys, vals
 }
 
 // StationInfo returns a station's catalogue entry or commitlog.ErrNotFound.
