@@ -419,6 +419,10 @@ func (s *Store) compactOnce(now time.Time) (removed int, more bool, err error) {
 	}
 	// Raise firstSeq before the commit: a reader whose snapshot still has the
 	// events gets ErrCompacted a moment early, never a silent gap.
+	if err := btx.Bucket(bucketSys).Put(keyFirstSeq, binary.BigEndian.AppendUint64(nil, newFirst)); err != nil {
+		_ = btx.Rollback()
+		return 0, false, fmt.Errorf("store: compact: %w", err)
+	}
 	old := s.firstSeq.Load()
 	s.firstSeq.Store(newFirst)
 	if err := btx.Commit(); err != nil {

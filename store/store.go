@@ -46,6 +46,10 @@ var (
 	bucketUsers         = []byte("users")         // uid → user record
 	bucketTokens        = []byte("user_tokens")   // sha256(token) → uid
 	keyLastSeq          = []byte("last_seq")      // be64
+	// keyFirstSeq: be64, the lowest seq not compacted away (events below it
+	// were removed, or never existed: seqs may skip values). Files written
+	// before it existed have none; their first event is the first seq.
+	keyFirstSeq = []byte("first_seq")
 	knownKinds          = []Kind{KindStationState, KindBooking, KindUserBooking, KindCommand, KindMeta}
 	internalBuckets     = [][]byte{bucketSys, bucketEvents, bucketIdxStation, bucketIdxUser, bucketStations, bucketUsers, bucketTokens}
 	recBucketPrefix     = "rec/"
@@ -197,7 +201,20 @@ func (s *Store) init() error {
 			last = binary.BigEndian.Uint64(v)
 		}
 		c := btx.Bucket(bucketEvents).Cursor()
-		var first uint64
+		var first, floor uint64
+		sys := btx.Bucket(bucketSys)
+		switch v := sys.Get(keyFirstSeq); {
+		case len(v) == 8:
+			floor = binary.BigEndian.Uint64(v)
+		case v != nil:
+			return fmt.Errorf("corrupt first_seq (%d bytes)", len(v))
+		case last == 0:
+			// A new log: nothing below its first event was ever removed.
+			if err := sys.Put(keyFirstSeq, binary.BigEndian.AppendUint64(nil, 1)); err != nil {
+				return err
+			}
+			floor = 1
+		}
 		if k, _ := c.First(); k != nil {
 			if len(k) != 8 {
 				return fmt.Errorf("corrupt event key (%d bytes)", len(k))
@@ -209,8 +226,11 @@ func (s *Store) init() error {
 			if n := binary.BigEndian.Uint64(lk); n > last {
 				last = n
 			}
+			if floor > 0 {
+				first = min(first, floor)
+			}
 		} else if last > 0 {
-			first = last + 1 // everything was compacted
+			first = max(last+1, floor) // everything was compacted
 		}
 		s.last = last
 		s.lastSeq.Store(last)

@@ -39,6 +39,13 @@ const maxTypeLen = 255
 // meaning {}); ev.StationID and ev.UserID, when set, must be valid ids.
 // Read-write transactions only.
 func (tx *Tx) Append(ev *Event) error {
+	return tx.AppendAt(ev, 0)
+}
+
+// AppendAt is Append with the seq chosen by the caller (a replica applying
+// a log whose seqs were assigned elsewhere): seq must be above every seq
+// in the log, and may skip values. A seq of 0 means the next one.
+func (tx *Tx) AppendAt(ev *Event, seq uint64) error {
 	if err := tx.check(true); err != nil {
 		return err
 	}
@@ -68,7 +75,12 @@ func (tx *Tx) Append(ev *Event) error {
 	ns := ev.Time.UnixNano()
 	ev.Time = time.Unix(0, ns).UTC()
 
-	seq := *tx.seq + 1
+	switch {
+	case seq == 0:
+		seq = *tx.seq + 1
+	case seq <= *tx.seq:
+		return fmt.Errorf("store: append %s at seq %d: the log is at %d already", ev.Type, seq, *tx.seq)
+	}
 	ev.Seq = seq
 
 	// One allocation holds the record header and the wire frame; ev.Data
