@@ -49,13 +49,13 @@ var (
 	// keyFirstSeq: be64, the lowest seq not compacted away (events below it
 	// were removed, or never existed: seqs may skip values). Files written
 	// before it existed have none; their first event is the first seq.
-	keyFirstSeq = []byte("first_seq")
-	knownKinds          = []Kind{KindStationState, KindBooking, KindUserBooking, KindCommand, KindMeta}
-	internalBuckets     = [][]byte{bucketSys, bucketEvents, bucketIdxStation, bucketIdxUser, bucketStations, bucketUsers, bucketTokens}
-	recBucketPrefix     = "rec/"
-	errTxDone           = errors.New("store: transaction used after its fn returned")
-	errReadOnly         = errors.New("store: write in a read-only transaction")
-	errUpdateInPanic    = errors.New("store: update fn panicked")
+	keyFirstSeq      = []byte("first_seq")
+	knownKinds       = []Kind{KindStationState, KindBooking, KindUserBooking, KindCommand, KindMeta}
+	internalBuckets  = [][]byte{bucketSys, bucketEvents, bucketIdxStation, bucketIdxUser, bucketStations, bucketUsers, bucketTokens}
+	recBucketPrefix  = "rec/"
+	errTxDone        = errors.New("store: transaction used after its fn returned")
+	errReadOnly      = errors.New("store: write in a read-only transaction")
+	errUpdateInPanic = errors.New("store: update fn panicked")
 )
 
 // Store is the durable state of swapd. It is safe for concurrent use.

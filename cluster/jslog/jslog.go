@@ -748,13 +748,22 @@ func (l *Log) ackedSeq() uint64 {
 	return l.acked
 }
 
-// StationInfo reads the view's catalogue.
+// StationInfo reads the view's catalogue, once it holds this node's
+// durable commits (a commit may remove a station).
 func (l *Log) StationInfo(sid string) (commitlog.StationInfo, error) {
+	if err := l.readable(); err != nil {
+		return commitlog.StationInfo{}, err
+	}
 	return l.view.StationInfo(sid)
 }
 
-// StationInfos reads the view's catalogue.
-func (l *Log) StationInfos() ([]commitlog.StationInfo, error) { return l.view.StationInfos() }
+// StationInfos reads the view's catalogue, like StationInfo.
+func (l *Log) StationInfos() ([]commitlog.StationInfo, error) {
+	if err := l.readable(); err != nil {
+		return nil, err
+	}
+	return l.view.StationInfos()
+}
 
 // UserExists reads the view's catalogue.
 func (l *Log) UserExists(uid string) (bool, error) { return l.view.UserExists(uid) }
